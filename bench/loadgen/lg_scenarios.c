@@ -1,0 +1,393 @@
+/*
+ * lg_scenarios: what the connections of each scenario do, and the figures
+ * they produce.
+ *
+ *   idle     every account logs in with initial presence and stays.
+ *   chat     pairs of accounts send each other messages: closed loop (each
+ *            client keeps --window messages in flight, a delivery lets the
+ *            sender send the next) or open loop (--rate messages/s offered
+ *            whatever happens). Bodies carry a sequence number and the
+ *            CLOCK_MONOTONIC time they were sent; the receiver, in the same
+ *            process, turns that into latency.
+ *   login    --concurrency slots each log in, close, and start again.
+ *   connect  the same up to the TLS handshake (the stream features without
+ *            TLS).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/loadgen/lg.h"
+
+#define CHAT_TICK_MIN_NS 1000000u /* open loop: at most one tick per ms */
+
+/* ---- histogram ---------------------------------------------------------- */
+
+static unsigned hist_index(uint64_t v)
+{
+	const uint64_t exact = 2u << LG_HIST_SUB_BITS;
+
+	if (v >= (uint64_t)1 << LG_HIST_MAX_BITS)
+		v = ((uint64_t)1 << LG_HIST_MAX_BITS) - 1;
+	if (v < exact)
+		return (unsigned)v;
+	unsigned shift = (unsigned)(63 - __builtin_clzll(v)) - LG_HIST_SUB_BITS;
+	/* v >> shift lies in [2^SUB, 2^(SUB+1)): the bucket within the octave */
+	return (shift << LG_HIST_SUB_BITS) + (unsigned)(v >> shift);
+}
+
+/* The largest value that falls into bucket I. */
+static uint64_t hist_bucket_top(unsigned i)
+{
+	const unsigned exact = 2u << LG_HIST_SUB_BITS;
+
+	if (i < exact)
+		return i;
+	unsigned shift = (i >> LG_HIST_SUB_BITS) - 1;
+	uint64_t mantissa = i - (shift << LG_HIST_SUB_BITS);
+	return ((mantissa + 1) << shift) - 1;
+}
+
+void lg_hist_add(struct lg_hist *h, uint64_t ns)
+{
+	h->bucket[hist_index(ns)]++;
+	h->count++;
+	if (ns > h->max)
+		h->max = ns;
+}
+
+void lg_hist_merge(struct lg_hist *into, const struct lg_hist *from)
+{
+	for (unsigned i = 0; i < LG_HIST_BUCKETS; i++)
+		into->bucket[i] += from->bucket[i];
+	into->count += from->count;
+	if (from->max > into->max)
+		into->max = from->max;
+}
+
+uint64_t lg_hist_percentile(const struct lg_hist *h, double p)
+{
+	if (h->count == 0)
+		return 0;
+	/* the smallest value with at least P% of the samples at or below it */
+	double exact = p / 100.0 * (double)h->count;
+	uint64_t rank = (uint64_t)exact;
+	if ((double)rank < exact)
+		rank++;
+	if (rank < 1)
+		rank = 1;
+	if (rank > h->count)
+		rank = h->count;
+	uint64_t seen = 0;
+	for (unsigned i = 0; i < LG_HIST_BUCKETS; i++) {
+		seen += h->bucket[i];
+		if (seen >= rank) {
+			uint64_t top = hist_bucket_top(i);
+			return top < h->max ? top : h->max;
+		}
+	}
+	return h->max;
+}
+
+/* ---- message bodies ----------------------------------------------------- */
+
+int lg_body_encode(char *out, size_t cap, uint64_t seq, uint64_t sent_ns, size_t size)
+{
+	int n = snprintf(out, cap, "lg1 %" PRIu64 " %" PRIu64, seq, sent_ns);
+	size_t len;
+
+	if (n < 0 || (size_t)n >= cap)
+		return -ENOSPC;
+	len = (size_t)n;
+	if (size > len) {
+		if (size >= cap)
+			return -ENOSPC;
+		out[len] = ' ';
+		memset(out + len + 1, 'x', size - len - 1);
+		len = size;
+		out[len] = '\0';
+	}
+	return (int)len;
+}
+
+static int parse_u64(const char **p, const char *end, uint64_t *out)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+
+	if (s == end || *s < '0' || *s > '9')
+		return -EINVAL;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		v = v * 10 + d;
+	}
+	*p = s;
+	*out = v;
+	return 0;
+}
+
+int lg_body_decode(const char *body, size_t len, uint64_t *seq, uint64_t *sent_ns)
+{
+	const char *p = body + 4, *end = body + len;
+
+	if (len < 4 || memcmp(body, "lg1 ", 4) != 0)
+		return -EINVAL;
+	if (parse_u64(&p, end, seq) < 0 || p == end || *p++ != ' ')
+		return -EINVAL;
+	if (parse_u64(&p, end, sent_ns) < 0 || (p != end && *p != ' '))
+		return -EINVAL;
+	return 0;
+}
+
+/* ---- shared helpers ----------------------------------------------------- */
+
+static unsigned share(uint32_t total, unsigned id, unsigned n)
+{
+	return total / n + (id < total % n);
+}
+
+static void nothing_conn(struct lg_conn *c)
+{
+	(void)c;
+}
+
+static void nothing_thread(struct lg_thread *t)
+{
+	(void)t;
+}
+
+static void ignore_message(struct lg_conn *c, const struct lg_xml_event *ev)
+{
+	(void)c, (void)ev;
+}
+
+/* ---- idle --------------------------------------------------------------- */
+
+static unsigned idle_slots(const struct lg_opts *o, unsigned id, unsigned n)
+{
+	return share(o->accounts, id, n);
+}
+
+static void idle_setup(struct lg_thread *t)
+{
+	for (unsigned k = 0; k < t->nconns; k++) {
+		t->conns[k].account = t->opts->first + t->id + k * t->nthreads;
+		lg_conn_queue(&t->conns[k]);
+	}
+}
+
+/* ---- chat --------------------------------------------------------------- */
+
+static unsigned chat_slots(const struct lg_opts *o, unsigned id, unsigned n)
+{
+	return 2 * share(o->pairs, id, n);
+}
+
+/* Pair I (over all threads) is accounts FIRST+2I and FIRST+2I+1. */
+static void chat_setup(struct lg_thread *t)
+{
+	for (unsigned k = 0; k + 1 < t->nconns; k += 2) {
+		uint32_t pair = t->id + (k / 2) * t->nthreads;
+		struct lg_conn *a = &t->conns[k], *b = &t->conns[k + 1];
+
+		a->account = t->opts->first + 2 * pair;
+		b->account = a->account + 1;
+		a->peer = b;
+		b->peer = a;
+		lg_conn_queue(a);
+		lg_conn_queue(b);
+	}
+}
+
+static int chat_send(struct lg_conn *c)
+{
+	struct lg_thread *t = c->thread;
+	char body[LG_BODY_HEADER_MAX + 4096];
+	int len = lg_body_encode(body, sizeof body, c->tx_seq, lg_now_ns(), t->opts->size);
+
+	if (len < 0 || lg_conn_send_chat(c, c->peer->account, body, (size_t)len) < 0)
+		return -ENOBUFS;
+	c->tx_seq++;
+	c->inflight++;
+	lg_count(t, LG_C_SENT, 1);
+	return 0;
+}
+
+static bool chat_pair_online(const struct lg_conn *c)
+{
+	return lg_conn_online(c) && lg_conn_online(c->peer);
+}
+
+/* Closed loop: keep WINDOW messages in flight. */
+static void chat_fill(struct lg_conn *c)
+{
+	while (c->inflight < c->thread->opts->window && chat_pair_online(c))
+		if (chat_send(c) < 0)
+			break;
+}
+
+static void chat_on_message(struct lg_conn *c, const struct lg_xml_event *ev)
+{
+	struct lg_thread *t = c->thread;
+	struct lg_conn *sender = c->peer;
+	uint64_t seq, sent_ns;
+
+	if (ev->error || lg_body_decode(ev->text, ev->text_len, &seq, &sent_ns) < 0) {
+		lg_count(t, LG_C_MSG_ERRORS, 1);
+		return;
+	}
+	lg_hist_add(t->msg_hist, lg_now_ns() - sent_ns);
+	lg_count(t, LG_C_RECEIVED, 1);
+	if (seq < c->rx_next)
+		lg_count(t, LG_C_OUT_OF_ORDER, 1);
+	else
+		c->rx_next = seq + 1;
+	if (sender->inflight)
+		sender->inflight--;
+	if (t->opts->rate == 0 && t->phase == LG_PHASE_RUN)
+		chat_fill(sender);
+}
+
+static double chat_thread_rate(const struct lg_thread *t)
+{
+	return t->opts->rate * (double)(t->nconns / 2) / (double)t->opts->pairs;
+}
+
+static void chat_on_phase(struct lg_thread *t)
+{
+	if (t->phase != LG_PHASE_RUN)
+		return;
+	t->run_t0 = lg_now_ns();
+	t->paced = 0;
+	if (t->opts->rate == 0)
+		for (unsigned k = 0; k < t->nconns; k++)
+			chat_fill(&t->conns[k]);
+}
+
+static uint64_t chat_next_tick(const struct lg_thread *t, uint64_t now)
+{
+	double rate = chat_thread_rate(t);
+
+	if (t->phase != LG_PHASE_RUN || rate <= 0)
+		return 0;
+	uint64_t due = t->run_t0 + (uint64_t)((double)(t->paced + 1) * 1e9 / rate);
+	return due > now + CHAT_TICK_MIN_NS ? due : now + CHAT_TICK_MIN_NS;
+}
+
+/* Open loop: send what is due by now, round-robin over the clients. A client
+ * whose backlog is not drained is skipped and the skip counted: the offered
+ * load stays what was asked, and the report says when it was not met. */
+static void chat_on_tick(struct lg_thread *t, uint64_t now)
+{
+	double rate = chat_thread_rate(t);
+
+	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns == 0)
+		return;
+	uint64_t due = (uint64_t)((double)(now - t->run_t0) * rate / 1e9);
+	while (t->paced < due) {
+		struct lg_conn *c = &t->conns[t->rr++ % t->nconns];
+
+		t->paced++;
+		if (!chat_pair_online(c) || lg_conn_backlog(c) > 0 || chat_send(c) < 0)
+			lg_count(t, LG_C_STALLED, 1);
+	}
+}
+
+/* ---- login and connect -------------------------------------------------- */
+
+static unsigned login_slots(const struct lg_opts *o, unsigned id, unsigned n)
+{
+	return share(o->concurrency, id, n);
+}
+
+/* Each attempt takes the next account, spread over the threads. */
+static void login_next(struct lg_conn *c)
+{
+	struct lg_thread *t = c->thread;
+
+	c->account = t->opts->first +
+		     (uint32_t)((t->id + t->attempt++ * t->nthreads) % t->opts->accounts);
+	lg_conn_queue(c);
+}
+
+static void login_setup(struct lg_thread *t)
+{
+	for (unsigned k = 0; k < t->nconns; k++)
+		login_next(&t->conns[k]);
+}
+
+static void login_on_end(struct lg_conn *c)
+{
+	if (c->thread->phase == LG_PHASE_RUN)
+		login_next(c);
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+static const struct lg_scenario scenarios[] = {
+	{
+		.name = "idle",
+		.goal = LG_GOAL_ONLINE,
+		.login_phase = true,
+		.slots = idle_slots,
+		.setup = idle_setup,
+		.on_goal = nothing_conn,
+		.on_message = ignore_message,
+		.on_end = nothing_conn,
+		.on_phase = nothing_thread,
+	},
+	{
+		.name = "chat",
+		.goal = LG_GOAL_ONLINE,
+		.login_phase = true,
+		.slots = chat_slots,
+		.setup = chat_setup,
+		.on_goal = nothing_conn,
+		.on_message = chat_on_message,
+		.on_end = nothing_conn,
+		.on_phase = chat_on_phase,
+		.next_tick = chat_next_tick,
+		.on_tick = chat_on_tick,
+	},
+	{
+		.name = "login",
+		.goal = LG_GOAL_LOGIN,
+		.slots = login_slots,
+		.setup = login_setup,
+		.on_goal = lg_conn_close,
+		.on_message = ignore_message,
+		.on_end = login_on_end,
+		.on_phase = nothing_thread,
+	},
+	{
+		.name = "connect",
+		.goal = LG_GOAL_CONNECT,
+		.slots = login_slots,
+		.setup = login_setup,
+		.on_goal = lg_conn_close,
+		.on_message = ignore_message,
+		.on_end = login_on_end,
+		.on_phase = nothing_thread,
+	},
+};
+
+const struct lg_scenario *lg_scenario_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
+		if (strcmp(scenarios[i].name, name) == 0)
+			return &scenarios[i];
+	return NULL;
+}
+
+unsigned lg_scenario_slots(const struct lg_scenario *s, const struct lg_opts *o,
+			   unsigned nthreads)
+{
+	unsigned total = 0;
+
+	for (unsigned id = 0; id < nthreads; id++)
+		total += s->slots(o, id, nthreads);
+	return total;
+}

@@ -1,0 +1,809 @@
+/*
+ * test_loadgen: the load generator's protocol code (bench/loadgen).
+ *
+ * The pure pieces are tested directly: account name patterns, source address
+ * ranges, XML escaping, chat bodies, the latency histogram, and the streaming
+ * XML reader (fed whole and one byte at a time). The engine is then driven
+ * for real: a thread's loop (lg_thread_poll) connects over loopback TCP to a
+ * server played by this test, which checks every byte the client sends and
+ * answers by the script of RFC 6120: PLAIN and SCRAM-SHA-256 (with the
+ * server side of workers/sasl.c), bind, the legacy session, presence, pings,
+ * stream errors, timeouts, a chat pair with reordered delivery, and the
+ * closing handshake.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench/loadgen/lg.h"
+#include "tests/unit/check.h"
+#include "workers/sasl.h"
+
+/* ---- pure pieces --------------------------------------------------------- */
+
+static void test_pattern(void)
+{
+	struct lg_pattern p;
+	char out[64];
+
+	CHECK(lg_pattern_parse(&p, "user%d") == 0);
+	CHECK(lg_pattern_format(&p, 7, out, sizeof out) == 5);
+	CHECK_STR(out, "user7");
+	CHECK(lg_pattern_parse(&p, "100%%-%u.x") == 0);
+	CHECK(lg_pattern_format(&p, 12, out, sizeof out) > 0);
+	CHECK_STR(out, "100%-12.x");
+	CHECK(lg_pattern_format(&p, 12, out, 5) == -ENOSPC);
+	CHECK(lg_pattern_parse(&p, "user") == -EINVAL);
+	CHECK(lg_pattern_parse(&p, "u%d%d") == -EINVAL);
+	CHECK(lg_pattern_parse(&p, "u%s%d") == -EINVAL);
+	CHECK(lg_pattern_parse(&p, "u%d%") == -EINVAL);
+	char long_fmt[100];
+	memset(long_fmt, 'a', 80);
+	strcpy(long_fmt + 80, "%d");
+	CHECK(lg_pattern_parse(&p, long_fmt) == -EINVAL);
+}
+
+static void test_range(void)
+{
+	uint32_t first = 0, count = 0;
+
+	CHECK(lg_range_parse("127.0.1.1-127.0.1.254", &first, &count) == 0);
+	CHECK(first == 0x7f000101u && count == 254);
+	CHECK(lg_range_parse("127.0.0.9", &first, &count) == 0);
+	CHECK(first == 0x7f000009u && count == 1);
+	CHECK(lg_range_parse("127.0.0.255-127.0.1.0", &first, &count) == 0);
+	CHECK(count == 2);
+	CHECK(lg_range_parse("127.0.1.9-127.0.1.1", &first, &count) == -EINVAL);
+	CHECK(lg_range_parse("127.0.1-127.0.1.3", &first, &count) == -EINVAL);
+	CHECK(lg_range_parse("127.0.1.1-", &first, &count) == -EINVAL);
+	CHECK(lg_range_parse("0.0.0.0-255.255.255.255", &first, &count) == -EINVAL);
+}
+
+static void test_escape(void)
+{
+	char out[64];
+
+	CHECK(lg_xml_escape("a&b<'\">", out, sizeof out) == 27);
+	CHECK_STR(out, "a&amp;b&lt;&apos;&quot;&gt;");
+	CHECK(lg_xml_escape("plain", out, sizeof out) == 5);
+	CHECK(lg_xml_escape("a&b", out, 5) == -ENOSPC);
+	CHECK(lg_xml_escape("abcd", out, 4) == -ENOSPC);
+}
+
+static void test_body(void)
+{
+	char body[600];
+	uint64_t seq, ts;
+
+	int n = lg_body_encode(body, sizeof body, 42, 123456789012345ull, 0);
+	CHECK(n == (int)strlen("lg1 42 123456789012345"));
+	CHECK(lg_body_decode(body, (size_t)n, &seq, &ts) == 0);
+	CHECK(seq == 42 && ts == 123456789012345ull);
+
+	n = lg_body_encode(body, sizeof body, UINT64_MAX, UINT64_MAX, 0);
+	CHECK(n > 0 && n <= LG_BODY_HEADER_MAX);
+
+	n = lg_body_encode(body, sizeof body, 1, 2, 500);
+	CHECK(n == 500 && strlen(body) == 500 && body[499] == 'x');
+	/* the receiver keeps only a prefix of long bodies: still decodes */
+	CHECK(lg_body_decode(body, 60, &seq, &ts) == 0 && seq == 1 && ts == 2);
+	CHECK(lg_body_encode(body, 100, 1, 2, 100) == -ENOSPC);
+
+	CHECK(lg_body_decode("lg1 1", 5, &seq, &ts) == -EINVAL);
+	CHECK(lg_body_decode("lg1 1 2x", 8, &seq, &ts) == -EINVAL);
+	CHECK(lg_body_decode("lg2 1 2", 7, &seq, &ts) == -EINVAL);
+	CHECK(lg_body_decode("lg1  2", 6, &seq, &ts) == -EINVAL);
+	CHECK(lg_body_decode("lg1 1 99999999999999999999", 26, &seq, &ts) == -EINVAL);
+	CHECK(lg_body_decode("hello", 5, &seq, &ts) == -EINVAL);
+}
+
+static void test_hist(void)
+{
+	static struct lg_hist h, other;
+
+	memset(&h, 0, sizeof h);
+	CHECK(lg_hist_percentile(&h, 50) == 0);
+	for (uint64_t v = 0; v < 128; v++)
+		lg_hist_add(&h, v);
+	CHECK(lg_hist_percentile(&h, 50) == 63); /* exact below 128 */
+	CHECK(lg_hist_percentile(&h, 100) == 127);
+
+	memset(&h, 0, sizeof h);
+	for (uint64_t v = 1; v <= 100000; v++)
+		lg_hist_add(&h, v * 1000); /* 1 us .. 100 ms */
+	uint64_t p50 = lg_hist_percentile(&h, 50), p99 = lg_hist_percentile(&h, 99);
+	CHECK(p50 >= 50000000ull && p50 <= 50000000ull * 1016 / 1000);
+	CHECK(p99 >= 99000000ull && p99 <= 99000000ull * 1016 / 1000);
+	CHECK(lg_hist_percentile(&h, 100) == 100000000ull); /* capped at the max */
+	CHECK(h.max == 100000000ull && h.count == 100000);
+
+	memset(&other, 0, sizeof other);
+	lg_hist_add(&other, (uint64_t)1 << 50); /* beyond the range: clamped */
+	CHECK(other.max == (uint64_t)1 << 50);
+	CHECK(lg_hist_percentile(&other, 50) >= ((uint64_t)1 << 40) * 98 / 100);
+	lg_hist_merge(&h, &other);
+	CHECK(h.count == 100001 && h.max == (uint64_t)1 << 50);
+	CHECK(lg_hist_percentile(&h, 50) == p50);
+}
+
+/* ---- the XML reader --------------------------------------------------------- */
+
+struct recorder {
+	int events;
+	enum lg_ev_type last;
+	struct lg_features features;
+	char text[LG_XML_TEXT_MAX];
+	size_t text_len;
+	bool overflow, error, ping;
+	enum lg_iq_type iq_type;
+	char id[LG_XML_ID_MAX], from[LG_XML_FROM_MAX];
+	enum lg_ev_type restart_on; /* answer LG_XML_RESTART to this event */
+};
+
+static int record(void *arg, const struct lg_xml_event *ev)
+{
+	struct recorder *r = arg;
+
+	r->events++;
+	r->last = ev->type;
+	if (ev->features)
+		r->features = *ev->features;
+	r->text[0] = '\0';
+	if (ev->text)
+		memcpy(r->text, ev->text, ev->text_len + 1);
+	r->text_len = ev->text_len;
+	r->overflow = ev->text_overflow;
+	r->error = ev->error;
+	r->ping = ev->iq_ping;
+	r->iq_type = ev->iq_type;
+	snprintf(r->id, sizeof r->id, "%s", ev->id ? ev->id : "(none)");
+	snprintf(r->from, sizeof r->from, "%s", ev->from ? ev->from : "(none)");
+	return ev->type == r->restart_on ? LG_XML_RESTART : 0;
+}
+
+#define STREAM_HEAD "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " \
+		    "xmlns:stream='http://etherx.jabber.org/streams' id='s1' version='1.0'>"
+
+static int feed_bytewise(struct lg_xml *x, const char *s)
+{
+	for (; *s; s++) {
+		int r = lg_xml_feed(x, s, 1);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+static void test_xml_features(void)
+{
+	struct recorder r = { .restart_on = -1 };
+	struct lg_xml x;
+	const char *features =
+		"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+		"</starttls><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+		"<mechanism>SCRAM-SHA-256</mechanism><mechanism>X-UNKNOWN</mechanism>"
+		"<mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	CHECK(feed_bytewise(&x, STREAM_HEAD) == 0);
+	CHECK(r.events == 1 && r.last == LG_EV_STREAM_OPEN);
+	CHECK(feed_bytewise(&x, features) == 0);
+	CHECK(r.events == 2 && r.last == LG_EV_FEATURES);
+	CHECK(r.features.starttls && !r.features.bind && !r.features.session);
+	CHECK(r.features.mechs == ((1u << SASL_MECH_SCRAM_SHA256) | (1u << SASL_MECH_PLAIN)));
+
+	/* after the restart the features are read afresh, with other prefixes */
+	lg_xml_reset(&x);
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+	const char *bound = "<features xmlns='http://etherx.jabber.org/streams'>"
+			    "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+			    "<s:session xmlns:s='urn:ietf:params:xml:ns:xmpp-session'><s:optional/>"
+			    "</s:session></features>";
+	CHECK(lg_xml_feed(&x, bound, strlen(bound)) == 0);
+	CHECK(r.last == LG_EV_FEATURES && r.features.bind && r.features.session &&
+	      r.features.session_optional && r.features.mechs == 0 && !r.features.starttls);
+	lg_xml_free(&x);
+}
+
+static void test_xml_restart(void)
+{
+	struct recorder r = { .restart_on = LG_EV_SUCCESS };
+	struct lg_xml x;
+	const char *in = STREAM_HEAD "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>dj1h"
+			 "</success><junk-the-server-never-sends/>";
+
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	CHECK(lg_xml_feed(&x, in, strlen(in)) == LG_XML_RESTART);
+	CHECK(r.last == LG_EV_SUCCESS && strcmp(r.text, "dj1h") == 0);
+	/* the parser is ready for the new stream's header */
+	r.events = 0;
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+	CHECK(r.events == 1 && r.last == LG_EV_STREAM_OPEN);
+	lg_xml_free(&x);
+}
+
+static void test_xml_stanzas(void)
+{
+	struct recorder r = { .restart_on = -1 };
+	struct lg_xml x;
+	char big[LG_XML_TEXT_MAX + 200];
+
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+
+	const char *msg = "<message from='a@b/c' type='chat'><subject>no</subject>"
+			  "<body>lg1 5 &amp;9</body><body>second</body></message>";
+	CHECK(feed_bytewise(&x, msg) == 0);
+	CHECK(r.last == LG_EV_MESSAGE && !r.error && strcmp(r.text, "lg1 5 &9") == 0);
+
+	const char *err = "<message type='error'><body>x</body><error type='cancel'/></message>";
+	CHECK(lg_xml_feed(&x, err, strlen(err)) == 0);
+	CHECK(r.last == LG_EV_MESSAGE && r.error);
+
+	int n = snprintf(big, sizeof big, "<message><body>lg1 1 2 ");
+	memset(big + n, 'x', sizeof big - (size_t)n);
+	CHECK(lg_xml_feed(&x, big, sizeof big) == 0);
+	const char *tail = "</body></message>";
+	CHECK(lg_xml_feed(&x, tail, strlen(tail)) == 0);
+	CHECK(r.last == LG_EV_MESSAGE && r.overflow && r.text_len == LG_XML_TEXT_MAX - 1);
+
+	const char *ping = "<iq type='get' id='p&amp;1' from='example.test'>"
+			   "<ping xmlns='urn:xmpp:ping'/></iq>";
+	CHECK(feed_bytewise(&x, ping) == 0);
+	CHECK(r.last == LG_EV_IQ && r.ping && r.iq_type == LG_IQ_GET);
+	CHECK_STR(r.id, "p&1");
+	CHECK_STR(r.from, "example.test");
+
+	const char *result = "<iq type='result' id='bind'><bind xmlns='urn:ietf:params:xml:ns:"
+			     "xmpp-bind'><jid>u@d/r</jid></bind></iq>";
+	CHECK(lg_xml_feed(&x, result, strlen(result)) == 0);
+	CHECK(r.last == LG_EV_IQ && !r.ping && r.iq_type == LG_IQ_RESULT);
+	CHECK_STR(r.id, "bind");
+	CHECK_STR(r.from, "(none)");
+
+	const char *serr = "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+			   "</stream:error></stream:stream>";
+	int before = r.events;
+	CHECK(lg_xml_feed(&x, serr, strlen(serr)) == 0);
+	CHECK(r.events == before + 2 && r.last == LG_EV_STREAM_CLOSE);
+	lg_xml_free(&x);
+}
+
+static void test_xml_rejects(void)
+{
+	struct recorder r = { .restart_on = -1 };
+	struct lg_xml x;
+	const char *doctype = "<?xml version='1.0'?><!DOCTYPE s [<!ENTITY a 'aaaa'>]>"
+			      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+	const char *wrong_root = "<html xmlns='http://www.w3.org/1999/xhtml'>";
+	const char *broken = STREAM_HEAD "<message><body>x</message>";
+
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	CHECK(lg_xml_feed(&x, doctype, strlen(doctype)) == -EPROTO);
+	lg_xml_reset(&x);
+	CHECK(lg_xml_feed(&x, wrong_root, strlen(wrong_root)) == -EPROTO);
+	lg_xml_reset(&x);
+	r.events = 0;
+	CHECK(lg_xml_feed(&x, broken, strlen(broken)) == -EPROTO);
+	CHECK(r.events == 1); /* the stream opened, the bad message never came out */
+	lg_xml_free(&x);
+}
+
+/* ---- the engine against a scripted server --------------------------------- */
+
+#define DOMAIN "example.test"
+#define SERVER_HEAD "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " \
+		    "xmlns:stream='http://etherx.jabber.org/streams' from='" DOMAIN \
+		    "' id='x1' version='1.0'>"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+
+struct server {
+	int listener;
+	int fd[2];
+	char buf[2][16384];
+	size_t len[2];
+};
+
+struct harness {
+	struct lg_opts opts;
+	int phase;
+	struct lg_thread *t;
+	struct server srv;
+};
+
+static int listen_loopback(struct sockaddr_in *addr)
+{
+	socklen_t len = sizeof *addr;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memset(addr, 0, sizeof *addr);
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof *addr) < 0 || listen(fd, 8) < 0 ||
+	    getsockname(fd, (struct sockaddr *)addr, &len) < 0)
+		abort();
+	return fd;
+}
+
+/* Options for one account, user7/pass7, plaintext; tests change them before
+ * harness_start(). */
+static void harness_init(struct harness *h, enum sasl_mech mech)
+{
+	struct sockaddr_in addr;
+
+	memset(h, 0, sizeof *h);
+	h->srv.fd[0] = h->srv.fd[1] = -1;
+	h->srv.listener = listen_loopback(&addr);
+	memcpy(&h->opts.server, &addr, sizeof addr);
+	h->opts.server_len = sizeof addr;
+	h->opts.domain = DOMAIN;
+	strcpy(h->opts.domain_xml, DOMAIN);
+	if (lg_pattern_parse(&h->opts.user, "user%d") < 0 ||
+	    lg_pattern_parse(&h->opts.password, "pass%d") < 0)
+		abort();
+	h->opts.first = 7;
+	h->opts.accounts = 1;
+	h->opts.pairs = 1;
+	h->opts.window = 2;
+	h->opts.tls = LG_TLS_NONE;
+	h->opts.mech = mech;
+	h->opts.threads = 1;
+	h->opts.concurrency = 2;
+	h->opts.timeout = 5;
+}
+
+static bool harness_start(struct harness *h, const char *scenario)
+{
+	const struct lg_scenario *scn = lg_scenario_find(scenario);
+
+	h->phase = scn->login_phase ? LG_PHASE_LOGIN : LG_PHASE_RUN;
+	return lg_thread_new(&h->t, 0, 1, &h->opts, scn, &h->phase) == 0;
+}
+
+static void harness_free(struct harness *h)
+{
+	lg_thread_free(h->t);
+	for (int i = 0; i < 2; i++)
+		if (h->srv.fd[i] >= 0)
+			close(h->srv.fd[i]);
+	close(h->srv.listener);
+}
+
+static void set_phase(struct harness *h, enum lg_phase p)
+{
+	__atomic_store_n(&h->phase, (int)p, __ATOMIC_RELEASE);
+	lg_thread_wake(h->t);
+}
+
+/* Let the client run until server connection I has received NEEDLE (kept in
+ * the buffer, everything before it consumed) or two seconds passed. */
+static bool expect(struct harness *h, int i, const char *needle)
+{
+	struct server *s = &h->srv;
+
+	for (int turn = 0; turn < 400; turn++) {
+		char *hit = memmem(s->buf[i], s->len[i], needle, strlen(needle));
+		if (hit) {
+			size_t used = (size_t)(hit - s->buf[i]) + strlen(needle);
+			memmove(s->buf[i], s->buf[i] + used, s->len[i] - used);
+			s->len[i] -= used;
+			s->buf[i][s->len[i]] = '\0';
+			return true;
+		}
+		lg_thread_poll(h->t, 5);
+		ssize_t n = recv(s->fd[i], s->buf[i] + s->len[i], sizeof s->buf[i] - 1 - s->len[i],
+				 MSG_DONTWAIT);
+		if (n > 0) {
+			s->len[i] += (size_t)n;
+			s->buf[i][s->len[i]] = '\0';
+		}
+	}
+	return false;
+}
+
+static void say(struct harness *h, int i, const char *text)
+{
+	if (send(h->srv.fd[i], text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text))
+		abort();
+}
+
+static bool accept_client(struct harness *h, int i)
+{
+	struct pollfd p = { .fd = h->srv.listener, .events = POLLIN };
+
+	for (int turn = 0; turn < 200 && poll(&p, 1, 0) == 0; turn++)
+		lg_thread_poll(h->t, 5);
+	h->srv.fd[i] = accept(h->srv.listener, NULL, NULL);
+	return h->srv.fd[i] >= 0;
+}
+
+static uint64_t counter(struct harness *h, enum lg_counter c)
+{
+	return lg_counter_read(&h->t->ctr, c);
+}
+
+static uint64_t errors_of(struct harness *h, enum lg_err e)
+{
+	return lg_err_read(&h->t->ctr, e);
+}
+
+/* Base64 between "<TAG ...>" and "</TAG>" in connection I's input, decoded. */
+static int take_sasl(struct harness *h, int i, const char *tag, char *out, size_t cap)
+{
+	char open[32], close[32];
+	struct server *s = &h->srv;
+
+	snprintf(open, sizeof open, "<%s ", tag);
+	snprintf(close, sizeof close, "</%s>", tag);
+	if (!expect(h, i, open) || !expect(h, i, ">"))
+		return -1;
+	char *end = strstr(s->buf[i], close);
+	if (!end)
+		return -1;
+	int n = base64_decode(s->buf[i], (size_t)(end - s->buf[i]), (uint8_t *)out, cap - 1);
+	if (n >= 0)
+		out[n] = '\0';
+	expect(h, i, close);
+	return n;
+}
+
+/* The server's half of a login up to the first stream's features. */
+static bool open_stream(struct harness *h, int i, const char *mechs)
+{
+	char features[512];
+
+	if (!expect(h, i, "<stream:stream") || !expect(h, i, "to='" DOMAIN "'") ||
+	    !expect(h, i, "version='1.0'>"))
+		return false;
+	snprintf(features, sizeof features,
+		 SERVER_HEAD "<stream:features><mechanisms xmlns='" NS_SASL "'>%s</mechanisms>"
+			     "</stream:features>", mechs);
+	say(h, i, features);
+	return true;
+}
+
+/* After <success/>: the restarted stream, bind, session when asked, presence. */
+static bool bind_stream(struct harness *h, int i, bool session, const char *who)
+{
+	if (!expect(h, i, "<stream:stream"))
+		return false;
+	say(h, i, SERVER_HEAD "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+	/* the features arrive in two writes: the client must wait for the end */
+	say(h, i, session ? "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+			    "</stream:features>" : "</stream:features>");
+	if (!expect(h, i, "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+			  "</iq>"))
+		return false;
+	char result[256];
+	snprintf(result, sizeof result, "<iq type='result' id='bind'><bind xmlns='urn:ietf:params:"
+		 "xml:ns:xmpp-bind'><jid>%s@" DOMAIN "/r1</jid></bind></iq>", who);
+	say(h, i, result);
+	if (session) {
+		if (!expect(h, i, "<iq type='set' id='sess'>"))
+			return false;
+		say(h, i, "<iq type='result' id='sess'/>");
+	}
+	return true;
+}
+
+static bool plain_login(struct harness *h, int i, const char *who, const char *password)
+{
+	char got[256], want[256];
+
+	if (!open_stream(h, i, "<mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism>"))
+		return false;
+	int n = take_sasl(h, i, "auth", got, sizeof got);
+	int wn = snprintf(want, sizeof want, "%c%s%c%s", 0, who, 0, password);
+	if (n != wn || memcmp(got, want, (size_t)n) != 0)
+		return false;
+	say(h, i, "<success xmlns='" NS_SASL "'/>");
+	return true;
+}
+
+/* A stream close from the client, answered, and the connection closed. */
+static bool close_stream(struct harness *h, int i)
+{
+	if (!expect(h, i, "</stream:stream>"))
+		return false;
+	say(h, i, "</stream:stream>");
+	close(h->srv.fd[i]);
+	h->srv.fd[i] = -1;
+	return true;
+}
+
+static bool run_until_stopped(struct harness *h)
+{
+	for (int turn = 0; turn < 400; turn++)
+		if (lg_thread_poll(h->t, 5) == 0)
+			return true;
+	return false;
+}
+
+static void test_engine_plain_idle(void)
+{
+	struct harness h;
+
+	harness_init(&h, SASL_MECH_PLAIN);
+	CHECK(harness_start(&h, "idle"));
+	CHECK(accept_client(&h, 0));
+	CHECK(plain_login(&h, 0, "user7", "pass7"));
+	CHECK(bind_stream(&h, 0, true, "user7"));
+	CHECK(expect(&h, 0, "<presence/>"));
+	CHECK(counter(&h, LG_C_DONE) == 1 && counter(&h, LG_C_ONLINE) == 1);
+	CHECK(h.t->goal_hist->count == 1);
+
+	/* requests from the server: a ping is answered, anything else refused */
+	say(&h, 0, "<iq type='get' id='p&amp;1' from='" DOMAIN "'><ping xmlns='urn:xmpp:ping'/></iq>");
+	CHECK(expect(&h, 0, "<iq type='result' id='p&amp;1' to='" DOMAIN "'/>"));
+	say(&h, 0, "<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>");
+	CHECK(expect(&h, 0, "<iq type='error' id='v1'><error type='cancel'><service-unavailable"));
+
+	set_phase(&h, LG_PHASE_RUN);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(close_stream(&h, 0));
+	CHECK(run_until_stopped(&h));
+	CHECK(counter(&h, LG_C_ONLINE) == 0);
+	CHECK(counter(&h, LG_C_ERRORS) == 0 && counter(&h, LG_C_FAILED) == 0);
+	harness_free(&h);
+}
+
+static struct scram_creds scram_account;
+
+static int scram_lookup(void *arg, const char *username, struct scram_creds *out)
+{
+	(void)arg;
+	if (strcmp(username, "user7") != 0)
+		return -ENOENT;
+	*out = scram_account;
+	return 0;
+}
+
+/* The server side of SCRAM-SHA-256 from workers/sasl.c against the client. */
+static bool scram_login(struct harness *h, int i)
+{
+	static struct sasl_session s;
+	uint8_t out[512];
+	char in[512], b64[800], stanza[1024];
+	size_t out_len;
+
+	if (!open_stream(h, i, "<mechanism>PLAIN</mechanism><mechanism>SCRAM-SHA-256</mechanism>"))
+		return false;
+	int n = take_sasl(h, i, "auth", in, sizeof in);
+	if (n <= 0 || strncmp(in, "n,,n=user7,r=", 13) != 0)
+		return false;
+	if (sasl_start(&s, SASL_MECH_SCRAM_SHA256, scram_lookup, NULL, DOMAIN, NULL, 0, false,
+		       (const uint8_t *)in, (size_t)n, true, out, sizeof out, &out_len) !=
+	    SASL_CONTINUE)
+		return false;
+	base64_encode(out, out_len, b64, sizeof b64);
+	snprintf(stanza, sizeof stanza, "<challenge xmlns='" NS_SASL "'>%s</challenge>", b64);
+	say(h, i, stanza);
+	n = take_sasl(h, i, "response", in, sizeof in);
+	if (n <= 0)
+		return false;
+	enum sasl_result r = sasl_step(&s, (const uint8_t *)in, (size_t)n, out, sizeof out,
+				       &out_len);
+	if (r == SASL_FAILURE) {
+		say(h, i, "<failure xmlns='" NS_SASL "'><not-authorized/></failure>");
+		sasl_session_clear(&s);
+		return true;
+	}
+	if (r != SASL_SUCCESS)
+		return false;
+	base64_encode(out, out_len, b64, sizeof b64);
+	snprintf(stanza, sizeof stanza, "<success xmlns='" NS_SASL "'>%s</success>", b64);
+	say(h, i, stanza);
+	sasl_session_clear(&s);
+	return true;
+}
+
+static void test_engine_scram_login(void)
+{
+	struct harness h;
+
+	CHECK(scram_creds_new("pass7", 5, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	CHECK(harness_start(&h, "login"));
+	CHECK(accept_client(&h, 0));
+	CHECK(scram_login(&h, 0));
+	CHECK(bind_stream(&h, 0, false, "user7"));
+	/* login: closes right after binding, no presence */
+	CHECK(close_stream(&h, 0));
+	CHECK(counter(&h, LG_C_DONE) == 1);
+	CHECK(memmem(h.srv.buf[0], h.srv.len[0], "<presence", 9) == NULL);
+
+	/* the slot starts again; now the stored key is for another password */
+	CHECK(scram_creds_new("other", 5, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	CHECK(accept_client(&h, 1));
+	CHECK(scram_login(&h, 1));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(counter(&h, LG_C_FAILED) == 1 && errors_of(&h, LG_ERR_AUTH) == 1);
+	CHECK(counter(&h, LG_C_DONE) == 1);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+}
+
+static void test_engine_bad_server_proof(void)
+{
+	struct harness h;
+	char in[512];
+
+	harness_init(&h, SASL_MECH_SCRAM_SHA1);
+	CHECK(harness_start(&h, "login"));
+	CHECK(accept_client(&h, 0));
+	CHECK(open_stream(&h, 0, "<mechanism>SCRAM-SHA-1</mechanism>"));
+	int n = take_sasl(&h, 0, "auth", in, sizeof in);
+	CHECK(n > 13);
+	/* a server that does not know the password cannot make v= right */
+	char server_first[600], b64[800], stanza[900];
+	snprintf(server_first, sizeof server_first, "r=%sSRV,s=QSXCR+Q6sek8bf92,i=4096", in + 13);
+	base64_encode((const uint8_t *)server_first, strlen(server_first), b64, sizeof b64);
+	snprintf(stanza, sizeof stanza, "<challenge xmlns='" NS_SASL "'>%s</challenge>", b64);
+	say(&h, 0, stanza);
+	CHECK(take_sasl(&h, 0, "response", in, sizeof in) > 0);
+	say(&h, 0, "<success xmlns='" NS_SASL "'>dj1ybUY5cHFWOFM3c3VBb1pXamE0ZEpSa0ZzS1E9</success>");
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(errors_of(&h, LG_ERR_AUTH) == 1 && counter(&h, LG_C_DONE) == 0);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+}
+
+static void test_engine_failures(void)
+{
+	struct harness h;
+
+	/* a stream error */
+	harness_init(&h, SASL_MECH_PLAIN);
+	CHECK(harness_start(&h, "idle"));
+	CHECK(accept_client(&h, 0));
+	CHECK(expect(&h, 0, "<stream:stream"));
+	say(&h, 0, SERVER_HEAD "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:"
+		   "xmpp-streams'/></stream:error></stream:stream>");
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(errors_of(&h, LG_ERR_STREAM) == 1 && counter(&h, LG_C_ERRORS) == 1);
+	harness_free(&h);
+
+	/* the mechanism asked for is not offered */
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	CHECK(harness_start(&h, "idle"));
+	CHECK(accept_client(&h, 0));
+	CHECK(open_stream(&h, 0, "<mechanism>PLAIN</mechanism>"));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(errors_of(&h, LG_ERR_AUTH) == 1);
+	harness_free(&h);
+
+	/* silence: the login times out */
+	harness_init(&h, SASL_MECH_PLAIN);
+	h.opts.timeout = 0.1;
+	CHECK(harness_start(&h, "idle"));
+	CHECK(accept_client(&h, 0));
+	CHECK(expect(&h, 0, "<stream:stream"));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 10);
+	CHECK(errors_of(&h, LG_ERR_TIMEOUT) == 1);
+	harness_free(&h);
+
+	/* STARTTLS wanted but not offered */
+	harness_init(&h, SASL_MECH_PLAIN);
+	h.opts.tls = LG_TLS_STARTTLS;
+	CHECK(harness_start(&h, "idle"));
+	CHECK(accept_client(&h, 0));
+	CHECK(open_stream(&h, 0, "<mechanism>PLAIN</mechanism>"));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_FAILED) == 0; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(errors_of(&h, LG_ERR_TLS) == 1);
+	harness_free(&h);
+}
+
+/* The next message stanza connection FROM sent, into HELD. */
+static bool take_message(struct harness *h, int from, char *held, size_t cap)
+{
+	struct server *s = &h->srv;
+
+	if (!expect(h, from, "<message "))
+		return false;
+	char *end = strstr(s->buf[from], "</message>");
+	if (!end)
+		return false;
+	int n = snprintf(held, cap, "<message %.*s</message>", (int)(end - s->buf[from]),
+			 s->buf[from]);
+	expect(h, from, "</message>");
+	return n > 0 && (size_t)n < cap;
+}
+
+static void test_engine_chat_pair(void)
+{
+	struct harness h;
+	char m1[512], m2[512], m3[512];
+
+	harness_init(&h, SASL_MECH_PLAIN);
+	h.opts.first = 1;
+	CHECK(harness_start(&h, "chat"));
+	CHECK(accept_client(&h, 0));
+	CHECK(accept_client(&h, 1));
+	/* which socket is which account: the PLAIN payload says */
+	CHECK(open_stream(&h, 0, "<mechanism>PLAIN</mechanism>"));
+	CHECK(open_stream(&h, 1, "<mechanism>PLAIN</mechanism>"));
+	char got[64];
+	int n = take_sasl(&h, 0, "auth", got, sizeof got);
+	CHECK(n > 6);
+	int a = strcmp(got + 1, "user1") == 0 ? 0 : 1, b = 1 - a;
+	CHECK(take_sasl(&h, 1, "auth", got, sizeof got) > 6);
+	say(&h, 0, "<success xmlns='" NS_SASL "'/>");
+	say(&h, 1, "<success xmlns='" NS_SASL "'/>");
+	CHECK(bind_stream(&h, a, false, "user1"));
+	CHECK(bind_stream(&h, b, false, "user2"));
+	CHECK(expect(&h, a, "<presence/>") && expect(&h, b, "<presence/>"));
+	CHECK(counter(&h, LG_C_ONLINE) == 2);
+	CHECK(counter(&h, LG_C_SENT) == 0); /* nothing before the run */
+
+	set_phase(&h, LG_PHASE_RUN);
+	/* window 2: each side sends two and waits */
+	CHECK(take_message(&h, a, m1, sizeof m1));
+	CHECK(take_message(&h, a, m2, sizeof m2));
+	CHECK(strstr(m1, "to='user2@" DOMAIN "' type='chat'") && strstr(m1, "<body>lg1 0 "));
+	CHECK(strstr(m2, "<body>lg1 1 "));
+	for (int turn = 0; turn < 20; turn++)
+		lg_thread_poll(h.t, 1);
+	CHECK(counter(&h, LG_C_SENT) == 4);
+	CHECK(h.srv.len[a] == 0 || !memmem(h.srv.buf[a], h.srv.len[a], "<message", 8));
+
+	/* deliver out of order: 1 then 0; each delivery lets user1 send one more */
+	say(&h, b, m2);
+	CHECK(take_message(&h, a, m3, sizeof m3));
+	CHECK(strstr(m3, "<body>lg1 2 "));
+	say(&h, b, m1);
+	CHECK(expect(&h, a, "<body>lg1 3 "));
+	CHECK(counter(&h, LG_C_RECEIVED) == 2 && counter(&h, LG_C_OUT_OF_ORDER) == 1);
+	CHECK(h.t->msg_hist->count == 2 && h.t->msg_hist->max > 0);
+	/* the next one in order is not out of order */
+	say(&h, b, m3);
+	CHECK(expect(&h, a, "<body>lg1 4 "));
+	CHECK(counter(&h, LG_C_RECEIVED) == 3 && counter(&h, LG_C_OUT_OF_ORDER) == 1);
+
+	/* an error bounce and a body that is not ours are counted, not timed */
+	say(&h, b, "<message type='error' from='user1@" DOMAIN "'><body>x</body></message>"
+		   "<message from='user1@" DOMAIN "'><body>hello</body></message>");
+	for (int turn = 0; turn < 20; turn++)
+		lg_thread_poll(h.t, 1);
+	CHECK(counter(&h, LG_C_MSG_ERRORS) == 2 && counter(&h, LG_C_RECEIVED) == 3);
+
+	set_phase(&h, LG_PHASE_DRAIN);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(close_stream(&h, a) && close_stream(&h, b));
+	CHECK(run_until_stopped(&h));
+	CHECK(counter(&h, LG_C_ERRORS) == 0);
+	harness_free(&h);
+}
+
+int main(void)
+{
+	RUN(test_pattern);
+	RUN(test_range);
+	RUN(test_escape);
+	RUN(test_body);
+	RUN(test_hist);
+	RUN(test_xml_features);
+	RUN(test_xml_restart);
+	RUN(test_xml_stanzas);
+	RUN(test_xml_rejects);
+	RUN(test_engine_plain_idle);
+	RUN(test_engine_scram_login);
+	RUN(test_engine_bad_server_proof);
+	RUN(test_engine_failures);
+	RUN(test_engine_chat_pair);
+	return check_exit();
+}

@@ -1,0 +1,1266 @@
+/*
+ * c2s.c: client-to-server streams (RFC 6120) and IM routing (RFC 6121).
+ *
+ * A stream goes WAIT_STREAM -> (STARTTLS -> TLS_HANDSHAKE -> WAIT_STREAM)
+ * -> WAIT_AUTH / SASL -> (restart) WAIT_STREAM -> WAIT_BIND -> BOUND.
+ *
+ * Routing never builds a tree for a stanza it only forwards: the parser
+ * hands over the stanza's bytes, 'from' is stamped by rewriting the start
+ * tag only (stanza_set_from), and the bytes go to the recipient's
+ * connection: appended to its output when it lives on this worker, or
+ * pushed into the owning worker's inbound ring with a small header
+ * (struct route_hdr) that carries what the receiver needs to apply the
+ * RFC 6121 8.5 rules should the connection have gone meanwhile.
+ *
+ * Presence: a session's last broadcast presence is kept (stamped) so that a
+ * resource coming online can be told about the account's other resources;
+ * for a resource on another worker this is a PROBE message answered by the
+ * worker that holds it. There are no rosters yet, so presence goes to the
+ * account's own resources and to explicit directed recipients only.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/jid.h"
+#include "common/log.h"
+#include "shm/sessdir.h"
+#include "storage/accounts.h"
+#include "workers/stanza.h"
+#include "workers/tls.h"
+#include "workers/worker.h"
+#include "workers/xmlstream.h"
+
+#define XMLNS_PING "urn:xmpp:ping"
+#define XMLNS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define XMLNS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define XMLNS_ROSTER "jabber:iq:roster"
+#define AUTH_TIMEOUT_MS 60000
+#define MAX_HOPS 3
+#define BARE_FANOUT 64
+
+enum route_kind {
+	ROUTE_DELIVER = 1, /* stanza for connection (id, gen) */
+	ROUTE_KICK,        /* close connection (id, gen) with <conflict/> */
+	ROUTE_PROBE,       /* send (id, gen)'s presence to FROM */
+};
+
+/* Header of an inter-worker message; the variable parts follow in order:
+ * to, from, id (unescaped), then the stanza bytes. */
+struct route_hdr {
+	uint8_t kind;
+	uint8_t stanza;   /* enum stanza_kind */
+	uint8_t type;     /* enum stanza_type */
+	uint8_t hops;
+	uint32_t conn_id;
+	uint32_t conn_gen;
+	uint16_t to_len, from_len, id_len, pad;
+	uint32_t stanza_len;
+};
+
+enum stanza_kind { ST_OTHER = 0, ST_MESSAGE, ST_PRESENCE, ST_IQ };
+enum stanza_type {
+	TY_NONE = 0, /* message normal (absent), presence available (absent) */
+	TY_NORMAL,
+	TY_CHAT,
+	TY_GROUPCHAT,
+	TY_HEADLINE,
+	TY_ERROR,
+	TY_GET,
+	TY_SET,
+	TY_RESULT,
+	TY_UNAVAILABLE,
+	TY_PROBE,
+	TY_SUBSCRIPTION, /* subscribe, subscribed, unsubscribe, unsubscribed */
+	TY_INVALID,
+};
+
+/* What routing needs to know about one stanza. */
+struct routed {
+	enum stanza_kind kind;
+	enum stanza_type type;
+	const char *id;           /* may be NULL */
+	const char *from;         /* stamped sender, full JID */
+	const char *to;           /* as addressed (normalised) */
+	const char *bytes;        /* stanza with 'from' stamped */
+	size_t len;
+	uint8_t hops;
+};
+
+enum pending_action { ACT_NONE = 0, ACT_STARTTLS, ACT_RESTART };
+
+/* Per-connection protocol state that the loop does not need. */
+struct c2s_extra {
+	enum pending_action action;
+	char *presence;      /* last broadcast presence, 'from' stamped */
+	size_t presence_len;
+	bool offered_plus;
+	/* The client tried -PLUS with a binding type we do not have (e.g.
+	 * tls-unique, undefined for TLS 1.3): it cannot bind to this channel,
+	 * so its next attempt with the 'y' flag is an honest fallback, not a
+	 * downgrade (see handle_auth). */
+	bool cb_type_unsupported;
+};
+
+static struct buf stamp;       /* the stanza being routed, 'from' stamped */
+static struct buf build;       /* stanzas the server composes */
+static const char *domain;
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void random_id(char *out, size_t len)
+{
+	static const char alphabet[] =
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	unsigned char rnd[64];
+	if (len > sizeof rnd)
+		len = sizeof rnd;
+	if (getrandom(rnd, len, 0) != (ssize_t)len)
+		memset(rnd, 0x5a, len);
+	for (size_t i = 0; i + 1 < len; i++)
+		out[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
+	out[len - 1] = '\0';
+}
+
+static struct c2s_extra *extra(struct conn *c)
+{
+	return (struct c2s_extra *)c->proto;
+}
+
+static enum stanza_kind kind_of(const char *ns, const char *name)
+{
+	if (strcmp(ns, XMLNS_CLIENT) != 0)
+		return ST_OTHER;
+	if (!strcmp(name, "message"))
+		return ST_MESSAGE;
+	if (!strcmp(name, "presence"))
+		return ST_PRESENCE;
+	if (!strcmp(name, "iq"))
+		return ST_IQ;
+	return ST_OTHER;
+}
+
+static enum stanza_type type_of(enum stanza_kind k, const char *t)
+{
+	if (!t)
+		return TY_NONE;
+	if (!strcmp(t, "error"))
+		return TY_ERROR;
+	switch (k) {
+	case ST_MESSAGE:
+		if (!strcmp(t, "normal")) return TY_NORMAL;
+		if (!strcmp(t, "chat")) return TY_CHAT;
+		if (!strcmp(t, "groupchat")) return TY_GROUPCHAT;
+		if (!strcmp(t, "headline")) return TY_HEADLINE;
+		return TY_INVALID;
+	case ST_PRESENCE:
+		if (!strcmp(t, "unavailable")) return TY_UNAVAILABLE;
+		if (!strcmp(t, "probe")) return TY_PROBE;
+		if (!strcmp(t, "subscribe") || !strcmp(t, "subscribed") ||
+		    !strcmp(t, "unsubscribe") || !strcmp(t, "unsubscribed"))
+			return TY_SUBSCRIPTION;
+		return TY_INVALID;
+	case ST_IQ:
+		if (!strcmp(t, "get")) return TY_GET;
+		if (!strcmp(t, "set")) return TY_SET;
+		if (!strcmp(t, "result")) return TY_RESULT;
+		return TY_INVALID;
+	default:
+		return TY_INVALID;
+	}
+}
+
+static const char *kind_name(enum stanza_kind k)
+{
+	return k == ST_MESSAGE ? "message" : k == ST_PRESENCE ? "presence" : "iq";
+}
+
+/* ---- stream output ----------------------------------------------------------- */
+
+static void stream_header(struct conn *c)
+{
+	struct buf *b = &build;
+	b->len = 0;
+	random_id(c->stream_id, sizeof c->stream_id);
+	buf_add_str(b, "<?xml version='1.0'?><stream:stream xmlns='" XMLNS_CLIENT
+		       "' xmlns:stream='" XMLNS_STREAMS "' id='");
+	buf_add_str(b, c->stream_id);
+	buf_add_str(b, "' from='");
+	buf_add_esc(b, domain);
+	buf_add_str(b, "' version='1.0' xml:lang='en'>");
+	conn_write(c, b->data, b->len);
+	c->stream_open = true;
+}
+
+/* Close C's stream with a stream error (RFC 6120 4.9). */
+static void stream_error(struct conn *c, const char *condition, const char *text)
+{
+	if (c->state == C2S_CLOSING || c->fd_closed)
+		return;
+	if (!c->stream_open)
+		stream_header(c);
+	struct buf *b = &build;
+	b->len = 0;
+	buf_add_str(b, "<stream:error><");
+	buf_add_str(b, condition);
+	buf_add_str(b, " xmlns='" XMLNS_STREAM_ERRORS "'/>");
+	if (text) {
+		buf_add_str(b, "<text xmlns='" XMLNS_STREAM_ERRORS "'>");
+		buf_add_esc(b, text);
+		buf_add_str(b, "</text>");
+	}
+	buf_add_str(b, "</stream:error></stream:stream>");
+	conn_write(c, b->data, b->len);
+	log_info("closing stream from %s%s%s: %s%s%s", c->peer, c->jid ? " " : "",
+		 c->jid ? c->jid : "", condition, text ? ": " : "", text ? text : "");
+	c->state = C2S_CLOSING;
+	conn_close(c);
+}
+
+static void write_or_close(struct conn *c, const char *data, size_t len)
+{
+	if (conn_write(c, data, len) < 0) {
+		log_warn("output to %s failed (peer not reading?); closing", c->peer);
+		c->state = C2S_CLOSING;
+		conn_close(c);
+	}
+}
+
+static void send_features(struct conn *c)
+{
+	const struct listener_config *l = &worker.cfg->listeners[c->listener];
+	struct buf *b = &build;
+	b->len = 0;
+	buf_add_str(b, "<stream:features>");
+	if (c->authenticated) {
+		buf_add_str(b, "<bind xmlns='" XMLNS_BIND "'/>"
+			       "<session xmlns='" XMLNS_SESSION "'><optional/></session>");
+		c->state = C2S_WAIT_BIND;
+	} else {
+		if (!c->tls_active) {
+			buf_add_str(b, "<starttls xmlns='" XMLNS_TLS "'>");
+			if (l->tls == TLS_MODE_REQUIRED)
+				buf_add_str(b, "<required/>");
+			buf_add_str(b, "</starttls>");
+		}
+		if (c->tls_active || l->tls == TLS_MODE_OPTIONAL) {
+			buf_add_str(b, "<mechanisms xmlns='" XMLNS_SASL "'>");
+			uint8_t cb[32];
+			if (c->tls_active && tls_conn_exporter(c->tls, cb) == 0) {
+				/* tls-exporter needs TLS 1.3 here (tls.h), so a
+				 * TLS 1.2 stream is offered no -PLUS at all */
+				buf_add_str(b, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>");
+				extra(c)->offered_plus = true;
+			}
+			buf_add_str(b, "<mechanism>SCRAM-SHA-256</mechanism>"
+				       "<mechanism>SCRAM-SHA-1</mechanism>");
+			if (c->tls_active)
+				buf_add_str(b, "<mechanism>PLAIN</mechanism>");
+			buf_add_str(b, "</mechanisms>");
+			if (extra(c)->offered_plus)
+				buf_add_str(b, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+					       "<channel-binding type='tls-exporter'/>"
+					       "</sasl-channel-binding>");
+		}
+		c->state = C2S_WAIT_AUTH;
+	}
+	buf_add_str(b, "</stream:features>");
+	conn_write(c, b->data, b->len);
+}
+
+/* ---- stanza errors and server replies ------------------------------------------ */
+
+static const char *error_type_of(const char *condition)
+{
+	if (!strcmp(condition, "jid-malformed") || !strcmp(condition, "bad-request"))
+		return "modify";
+	if (!strcmp(condition, "resource-constraint"))
+		return "wait";
+	return "cancel";
+}
+
+/* Compose the error reply to a stanza: from and to swapped. */
+static void build_error(struct buf *b, enum stanza_kind kind, const char *err_from,
+			const char *err_to, const char *id, const char *condition)
+{
+	b->len = 0;
+	buf_add_str(b, "<");
+	buf_add_str(b, kind_name(kind));
+	if (err_from && *err_from) {
+		buf_add_str(b, " from='");
+		buf_add_esc(b, err_from);
+		buf_add_str(b, "'");
+	}
+	buf_add_str(b, " to='");
+	buf_add_esc(b, err_to);
+	buf_add_str(b, "' type='error'");
+	if (id) {
+		buf_add_str(b, " id='");
+		buf_add_esc(b, id);
+		buf_add_str(b, "'");
+	}
+	buf_add_str(b, "><error type='");
+	buf_add_str(b, error_type_of(condition));
+	buf_add_str(b, "'><");
+	buf_add_str(b, condition);
+	buf_add_str(b, " xmlns='" XMLNS_STANZAS "'/></error></");
+	buf_add_str(b, kind_name(kind));
+	buf_add_str(b, ">");
+}
+
+static void reply_error(struct conn *c, enum stanza_kind kind, const char *to, const char *id,
+			const char *condition)
+{
+	build_error(&build, kind, to, c->jid ? c->jid : "", id, condition);
+	write_or_close(c, build.data, build.len);
+}
+
+/* <iq type='result'/> with optional payload (already XML). */
+static void reply_result(struct conn *c, const char *from, const char *id, const char *payload)
+{
+	struct buf *b = &build;
+	b->len = 0;
+	buf_add_str(b, "<iq type='result'");
+	if (from) {
+		buf_add_str(b, " from='");
+		buf_add_esc(b, from);
+		buf_add_str(b, "'");
+	}
+	if (c->jid) {
+		buf_add_str(b, " to='");
+		buf_add_esc(b, c->jid);
+		buf_add_str(b, "'");
+	}
+	buf_add_str(b, " id='");
+	buf_add_esc(b, id ? id : "");
+	buf_add_str(b, "'");
+	if (payload) {
+		buf_add_str(b, ">");
+		buf_add_str(b, payload);
+		buf_add_str(b, "</iq>");
+	} else {
+		buf_add_str(b, "/>");
+	}
+	write_or_close(c, b->data, b->len);
+}
+
+/* ---- routing ---------------------------------------------------------------------- */
+
+static void deliver_local(struct conn *t, const char *bytes, size_t len)
+{
+	write_or_close(t, bytes, len);
+	atomic_fetch_add_explicit(&worker.slot->stanzas_out, 1, memory_order_relaxed);
+}
+
+static void send_route(const struct sessdir_entry *e, enum route_kind rk, const struct routed *r)
+{
+	struct route_hdr h = {
+		.kind = rk,
+		.stanza = (uint8_t)r->kind,
+		.type = (uint8_t)r->type,
+		.hops = r->hops,
+		.conn_id = e->conn_id,
+		.conn_gen = e->conn_gen,
+	};
+	const char *to = r->to ? r->to : "", *from = r->from ? r->from : "", *id = r->id ? r->id : "";
+	h.to_len = (uint16_t)strlen(to);
+	h.from_len = (uint16_t)strlen(from);
+	h.id_len = (uint16_t)strlen(id);
+	h.stanza_len = (uint32_t)r->len;
+	size_t var = (size_t)h.to_len + h.from_len + h.id_len;
+	struct buf *b = &build;
+	b->len = 0;
+	if (strlen(to) > UINT16_MAX || strlen(from) > UINT16_MAX || strlen(id) > UINT16_MAX ||
+	    buf_reserve(b, var + r->len) < 0)
+		return;
+	memcpy(b->data, to, h.to_len);
+	memcpy(b->data + h.to_len, from, h.from_len);
+	memcpy(b->data + h.to_len + h.from_len, id, h.id_len);
+	memcpy(b->data + var, r->bytes, r->len);
+	if (worker_send_to(e->worker, &h, sizeof h, b->data, var + r->len) < 0)
+		log_error("cannot queue a stanza for worker %u", e->worker);
+}
+
+static void deliver_entry(const struct sessdir_entry *e, const struct routed *r);
+static void route_to_bare(const struct routed *r, const char *bare, bool to_full);
+
+/* Send an error reply for R back to its sender (who may be anywhere). */
+static void bounce(const struct routed *r, const char *condition)
+{
+	if (r->type == TY_ERROR || r->type == TY_RESULT || !r->from || !*r->from)
+		return;
+	struct buf err = { 0 };
+	build_error(&err, r->kind, r->to, r->from, r->id, condition);
+	struct sessdir_entry e;
+	if (sessdir_lookup_full(worker.sessdir, r->from, &e) == 0) {
+		struct routed er = {
+			.kind = r->kind, .type = TY_ERROR, .id = r->id, .from = r->to,
+			.to = r->from, .bytes = err.data, .len = err.len, .hops = MAX_HOPS,
+		};
+		deliver_entry(&e, &er);
+	}
+	free(err.data);
+}
+
+/* R's full-JID recipient is gone: RFC 6121 8.5.3.2 for messages, errors
+ * for iq, silence for presence. */
+static void recipient_gone(const struct routed *r)
+{
+	if (r->kind == ST_MESSAGE) {
+		if (r->type == TY_ERROR)
+			return;
+		if (r->type == TY_GROUPCHAT || r->hops >= MAX_HOPS) {
+			bounce(r, "service-unavailable");
+			return;
+		}
+		char bare[SESSDIR_JID_MAX];
+		const char *slash = strchr(r->to, '/');
+		size_t n = slash ? (size_t)(slash - r->to) : strlen(r->to);
+		if (n >= sizeof bare)
+			return;
+		memcpy(bare, r->to, n);
+		bare[n] = '\0';
+		struct routed again = *r;
+		again.hops++;
+		route_to_bare(&again, bare, true);
+	} else if (r->kind == ST_IQ && (r->type == TY_GET || r->type == TY_SET)) {
+		bounce(r, "service-unavailable");
+	}
+}
+
+static void deliver_entry(const struct sessdir_entry *e, const struct routed *r)
+{
+	if (e->worker != (uint16_t)worker.index) {
+		send_route(e, ROUTE_DELIVER, r);
+		return;
+	}
+	struct conn *t = conn_lookup(e->conn_id, e->conn_gen);
+	if (t && t->state == C2S_BOUND)
+		deliver_local(t, r->bytes, r->len);
+	else
+		recipient_gone(r);
+}
+
+/* RFC 6121 8.5.2: a stanza to a bare JID of an existing account. */
+static void route_to_bare(const struct routed *r, const char *bare, bool to_full)
+{
+	struct sessdir_entry es[BARE_FANOUT];
+	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+	int best = -129;
+	int targets = 0;
+	for (int i = 0; i < n; i++)
+		if (es[i].available && es[i].priority >= 0 && es[i].priority > best)
+			best = es[i].priority;
+	switch (r->kind) {
+	case ST_MESSAGE:
+		if (r->type == TY_GROUPCHAT) {
+			bounce(r, "service-unavailable");
+			return;
+		}
+		for (int i = 0; i < n; i++) {
+			if (!es[i].available || es[i].priority < 0)
+				continue;
+			/* headline: every non-negative resource; chat and
+			 * normal: the highest-priority ones */
+			if (r->type != TY_HEADLINE && es[i].priority != best)
+				continue;
+			deliver_entry(&es[i], r);
+			targets++;
+		}
+		/* No offline storage yet: say so rather than drop silently. */
+		if (!targets && r->type != TY_HEADLINE && r->type != TY_ERROR)
+			bounce(r, "service-unavailable");
+		return;
+	case ST_PRESENCE:
+		for (int i = 0; i < n; i++)
+			if (es[i].available)
+				deliver_entry(&es[i], r);
+		return;
+	case ST_IQ:
+		(void)to_full;
+		bounce(r, "service-unavailable");
+		return;
+	default:
+		return;
+	}
+}
+
+/* Route a stamped stanza to a user of this domain. */
+static void route_to_user(const struct routed *r, const struct jid *to)
+{
+	char bare[SESSDIR_JID_MAX];
+	if (jid_bare(to, bare, sizeof bare) < 0) {
+		bounce(r, "service-unavailable");
+		return;
+	}
+	struct scram_creds creds;
+	if (accounts_get(worker.accounts, bare, &creds) != 0) {
+		bounce(r, "service-unavailable"); /* no such user */
+		return;
+	}
+	if (to->resource[0]) {
+		struct sessdir_entry e;
+		if (sessdir_lookup_full(worker.sessdir, r->to, &e) == 0)
+			deliver_entry(&e, r);
+		else
+			recipient_gone(r);
+		return;
+	}
+	route_to_bare(r, bare, false);
+}
+
+/* ---- presence ---------------------------------------------------------------------- */
+
+static void broadcast_own(struct conn *c, const char *bytes, size_t len, enum stanza_type type)
+{
+	struct sessdir_entry es[BARE_FANOUT];
+	char bare[SESSDIR_JID_MAX];
+	memcpy(bare, c->jid, c->bare_len);
+	bare[c->bare_len] = '\0';
+	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+	for (int i = 0; i < n; i++) {
+		if (!es[i].available)
+			continue;
+		struct routed r = {
+			.kind = ST_PRESENCE, .type = type, .from = c->jid, .to = es[i].jid,
+			.bytes = bytes, .len = len,
+		};
+		deliver_entry(&es[i], &r);
+	}
+}
+
+/* Ask the account's other available resources to send C their presence. */
+static void probe_own(struct conn *c)
+{
+	struct sessdir_entry es[BARE_FANOUT];
+	char bare[SESSDIR_JID_MAX];
+	memcpy(bare, c->jid, c->bare_len);
+	bare[c->bare_len] = '\0';
+	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+	for (int i = 0; i < n; i++) {
+		if (!es[i].available || !strcmp(es[i].jid, c->jid))
+			continue;
+		if (es[i].worker == (uint16_t)worker.index) {
+			struct conn *o = conn_lookup(es[i].conn_id, es[i].conn_gen);
+			if (o && extra(o)->presence)
+				deliver_local(c, extra(o)->presence, extra(o)->presence_len);
+		} else {
+			struct routed r = { .kind = ST_PRESENCE, .type = TY_PROBE,
+					    .from = c->jid, .to = es[i].jid, .bytes = "", .len = 0 };
+			send_route(&es[i], ROUTE_PROBE, &r);
+		}
+	}
+}
+
+static void handle_broadcast_presence(struct conn *c, const struct xml_stanza *st,
+				      enum stanza_type type)
+{
+	struct c2s_extra *x = extra(c);
+	if (type != TY_NONE && type != TY_UNAVAILABLE)
+		return; /* subscription management without a roster: nothing to do */
+	int prio = 0;
+	if (st->tree) {
+		struct xml_node *p = xml_child(st->tree, XMLNS_CLIENT, "priority");
+		if (p && p->text)
+			prio = atoi(p->text);
+	}
+	if (prio < -128)
+		prio = -128;
+	if (prio > 127)
+		prio = 127;
+	bool was_available = c->available;
+	c->available = type == TY_NONE;
+	c->priority = (int16_t)prio;
+	free(x->presence);
+	x->presence = NULL;
+	x->presence_len = 0;
+	if (c->available) {
+		x->presence = malloc(stamp.len);
+		if (x->presence) {
+			memcpy(x->presence, stamp.data, stamp.len);
+			x->presence_len = stamp.len;
+		}
+	}
+	sessdir_set_presence(worker.sessdir, c->jid, (uint16_t)worker.index, c->id, c->gen,
+			     c->available, (int16_t)prio);
+	if (c->available || was_available)
+		broadcast_own(c, stamp.data, stamp.len, type);
+	if (c->available && !was_available)
+		probe_own(c);
+}
+
+/* ---- iq handled by the server ------------------------------------------------------------ */
+
+static void handle_server_iq(struct conn *c, const struct xml_stanza *st, enum stanza_type type,
+			     const char *to, bool to_account)
+{
+	const char *id = st->head.id;
+	if (type == TY_RESULT || type == TY_ERROR)
+		return;
+	struct xml_node *q = st->tree ? st->tree->first_child : NULL;
+	if (!q || q->next) {
+		reply_error(c, ST_IQ, to, id, "bad-request");
+		return;
+	}
+	if (type == TY_GET && !strcmp(q->ns, XMLNS_PING) && !strcmp(q->name, "ping")) {
+		reply_result(c, to, id, NULL);
+	} else if (type == TY_GET && !strcmp(q->ns, XMLNS_DISCO_INFO) && !xml_attr(q, "node")) {
+		if (to_account)
+			reply_result(c, to, id,
+				     "<query xmlns='" XMLNS_DISCO_INFO "'>"
+				     "<identity category='account' type='registered'/>"
+				     "<feature var='" XMLNS_DISCO_INFO "'/></query>");
+		else
+			reply_result(c, to, id,
+				     "<query xmlns='" XMLNS_DISCO_INFO "'>"
+				     "<identity category='server' type='im' name='xmppd'/>"
+				     "<feature var='" XMLNS_DISCO_INFO "'/>"
+				     "<feature var='" XMLNS_DISCO_ITEMS "'/>"
+				     "<feature var='" XMLNS_PING "'/>"
+				     "<feature var='" XMLNS_ROSTER "'/></query>");
+	} else if (type == TY_GET && !strcmp(q->ns, XMLNS_DISCO_ITEMS)) {
+		reply_result(c, to, id, "<query xmlns='" XMLNS_DISCO_ITEMS "'/>");
+	} else if (type == TY_GET && !strcmp(q->ns, XMLNS_ROSTER) && !strcmp(q->name, "query")) {
+		/* rosters are a later issue: an honest empty roster */
+		reply_result(c, NULL, id, "<query xmlns='" XMLNS_ROSTER "'/>");
+	} else if (type == TY_SET && !strcmp(q->ns, XMLNS_SESSION)) {
+		reply_result(c, NULL, id, NULL);
+	} else {
+		reply_error(c, ST_IQ, to, id, "service-unavailable");
+	}
+}
+
+/* ---- a bound client's stanzas --------------------------------------------------------------- */
+
+static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
+{
+	enum stanza_kind kind = kind_of(st->head.ns, st->head.name);
+	if (kind == ST_OTHER) {
+		stream_error(c, "unsupported-stanza-type", NULL);
+		return;
+	}
+	atomic_fetch_add_explicit(&worker.slot->stanzas_in, 1, memory_order_relaxed);
+	enum stanza_type type = type_of(kind, st->head.type);
+	if (type == TY_INVALID) {
+		reply_error(c, kind, st->head.to, st->head.id, "bad-request");
+		return;
+	}
+	if (kind == ST_IQ && (!st->head.id || type == TY_NONE)) {
+		stream_error(c, "invalid-xml", "an iq needs an id and a type");
+		return;
+	}
+	if (st->head.from) {
+		struct jid f;
+		char full[SESSDIR_JID_MAX], bare[SESSDIR_JID_MAX];
+		if (jid_parse(&f, st->head.from, strlen(st->head.from)) < 0 ||
+		    jid_full(&f, full, sizeof full) < 0 || jid_bare(&f, bare, sizeof bare) < 0 ||
+		    (strcmp(full, c->jid) && (f.resource[0] || strlen(bare) != c->bare_len ||
+					      memcmp(bare, c->jid, c->bare_len)))) {
+			stream_error(c, "invalid-from", NULL);
+			return;
+		}
+	}
+	if (stanza_set_from(&stamp, st->raw, st->raw_len, st->start_tag_len, c->jid) < 0) {
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+
+	char own_bare[SESSDIR_JID_MAX];
+	memcpy(own_bare, c->jid, c->bare_len);
+	own_bare[c->bare_len] = '\0';
+
+	if (!st->head.to) {
+		if (kind == ST_PRESENCE) {
+			handle_broadcast_presence(c, st, type);
+		} else if (kind == ST_IQ) {
+			handle_server_iq(c, st, type, NULL, true);
+		} else {
+			struct jid self;
+			jid_parse(&self, own_bare, c->bare_len);
+			struct routed r = { .kind = kind, .type = type, .id = st->head.id,
+					    .from = c->jid, .to = own_bare, .bytes = stamp.data,
+					    .len = stamp.len };
+			route_to_user(&r, &self);
+		}
+		return;
+	}
+
+	struct jid to;
+	char to_norm[3 * JID_PART_MAX + 3];
+	if (jid_parse(&to, st->head.to, strlen(st->head.to)) < 0 ||
+	    jid_full(&to, to_norm, sizeof to_norm) < 0) {
+		if (kind != ST_PRESENCE)
+			reply_error(c, kind, st->head.to, st->head.id, "jid-malformed");
+		return;
+	}
+	if (strcmp(to.domain, domain) != 0) {
+		/* federation (s2s) is a later issue */
+		if (kind != ST_PRESENCE)
+			reply_error(c, kind, to_norm, st->head.id, "remote-server-not-found");
+		return;
+	}
+	if (!to.local[0]) {
+		if (kind == ST_IQ && !to.resource[0])
+			handle_server_iq(c, st, type, to_norm, false);
+		else if (kind == ST_IQ)
+			reply_error(c, kind, to_norm, st->head.id, "service-unavailable");
+		return; /* messages and presence to the server itself: nothing to do */
+	}
+	if (kind == ST_IQ && !to.resource[0] && !strcmp(to_norm, own_bare)) {
+		handle_server_iq(c, st, type, to_norm, true);
+		return;
+	}
+	struct routed r = { .kind = kind, .type = type, .id = st->head.id, .from = c->jid,
+			    .to = to_norm, .bytes = stamp.data, .len = stamp.len };
+	route_to_user(&r, &to);
+}
+
+/* ---- authentication and binding --------------------------------------------------------------- */
+
+static int lookup_creds(void *arg, const char *username, struct scram_creds *out)
+{
+	(void)arg;
+	struct jid j;
+	char bare[SESSDIR_JID_MAX];
+	int n = snprintf(bare, sizeof bare, "%s@%s", username, domain);
+	if (n < 0 || (size_t)n >= sizeof bare || jid_parse(&j, bare, (size_t)n) < 0 ||
+	    j.resource[0] || jid_bare(&j, bare, sizeof bare) < 0)
+		return -ENOENT;
+	return accounts_get(worker.accounts, bare, out);
+}
+
+static void sasl_reply(struct conn *c, enum sasl_result res, const uint8_t *out, size_t out_len)
+{
+	struct buf *b = &build;
+	b->len = 0;
+	if (res == SASL_FAILURE) {
+		const char *cond = sasl_failure_condition(c->sasl->failure);
+		char user[sizeof c->sasl->username];
+		memcpy(user, c->sasl->username, sizeof user);
+		if (!user[0])
+			strcpy(user, "?");
+		buf_add_str(b, "<failure xmlns='" XMLNS_SASL "'><");
+		buf_add_str(b, cond);
+		buf_add_str(b, "/></failure>");
+		conn_write(c, b->data, b->len);
+		log_info("authentication failure for %s from %s (%s: %s)", user, c->peer,
+			 sasl_mech_name(c->sasl->mech), cond);
+		sasl_session_clear(c->sasl);
+		free(c->sasl);
+		c->sasl = NULL;
+		c->state = C2S_WAIT_AUTH;
+		if (++c->auth_failures >= worker.cfg->auth_attempts)
+			stream_error(c, "policy-violation", "too many authentication failures");
+		return;
+	}
+	char *b64 = malloc(out_len * 4 / 3 + 8);
+	int n = b64 ? base64_encode(out, out_len, b64, out_len * 4 / 3 + 8) : -ENOMEM;
+	if (n < 0) {
+		free(b64);
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	if (res == SASL_CONTINUE) {
+		buf_add_str(b, "<challenge xmlns='" XMLNS_SASL "'>");
+		buf_add(b, b64, (size_t)n);
+		buf_add_str(b, "</challenge>");
+		conn_write(c, b->data, b->len);
+		c->state = C2S_SASL;
+		free(b64);
+		return;
+	}
+	if (n)
+		buf_add_str(b, "<success xmlns='" XMLNS_SASL "'>"), buf_add(b, b64, (size_t)n),
+			buf_add_str(b, "</success>");
+	else
+		buf_add_str(b, "<success xmlns='" XMLNS_SASL "'/>");
+	free(b64);
+	conn_write(c, b->data, b->len);
+
+	/* The SASL user name is as the client sent it; the session's JID is
+	 * the normalised one the account store was asked about. */
+	char bare[SESSDIR_JID_MAX];
+	struct jid j;
+	int len = snprintf(bare, sizeof bare, "%s@%s", c->sasl->username, domain);
+	if (len < 0 || (size_t)len >= sizeof bare || jid_parse(&j, bare, (size_t)len) < 0 ||
+	    (len = jid_bare(&j, bare, sizeof bare)) < 0) {
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	log_info("authenticated %s from %s (%s)", bare, c->peer, sasl_mech_name(c->sasl->mech));
+	sasl_session_clear(c->sasl);
+	free(c->sasl);
+	c->sasl = NULL;
+	c->jid = strdup(bare);
+	if (!c->jid) {
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	c->bare_len = (size_t)len;
+	c->authenticated = true;
+	c->state = C2S_WAIT_STREAM;
+	extra(c)->action = ACT_RESTART;
+	xmlstream_request_reset(c->xml);
+}
+
+static void handle_auth(struct conn *c, const struct xml_stanza *st)
+{
+	const struct xml_node *n = st->tree;
+	const struct listener_config *l = &worker.cfg->listeners[c->listener];
+	if (!strcmp(n->name, "abort")) {
+		if (c->sasl) {
+			sasl_session_clear(c->sasl);
+			free(c->sasl);
+			c->sasl = NULL;
+		}
+		conn_write_str(c, "<failure xmlns='" XMLNS_SASL "'><aborted/></failure>");
+		c->state = C2S_WAIT_AUTH;
+		return;
+	}
+	bool is_auth = !strcmp(n->name, "auth");
+	if ((is_auth && c->state != C2S_WAIT_AUTH) || (!is_auth && c->state != C2S_SASL) ||
+	    (!is_auth && strcmp(n->name, "response"))) {
+		stream_error(c, "policy-violation", "unexpected SASL element");
+		return;
+	}
+	const char *text = n->text ? n->text : "";
+	size_t tlen = n->text_len;
+	bool present = tlen > 0;
+	if (tlen == 1 && text[0] == '=')
+		tlen = 0; /* "=" is an empty response */
+	uint8_t *in = malloc(tlen + 4);
+	uint8_t *out = malloc(SASL_OUT_MAX);
+	int in_len = in ? base64_decode(text, tlen, in, tlen + 4) : -ENOMEM;
+	if (!in || !out) {
+		free(in);
+		free(out);
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	if (in_len < 0) {
+		free(in);
+		free(out);
+		conn_write_str(c, "<failure xmlns='" XMLNS_SASL "'><incorrect-encoding/></failure>");
+		c->state = C2S_WAIT_AUTH;
+		return;
+	}
+	size_t out_len = 0;
+	enum sasl_result res;
+	if (is_auth) {
+		enum sasl_mech mech = sasl_mech_from_name(xml_attr(n, "mechanism") ?
+							  xml_attr(n, "mechanism") : "");
+		const char *refuse = NULL;
+		if (mech == SASL_MECH_NONE)
+			refuse = "invalid-mechanism";
+		else if (!c->tls_active && l->tls == TLS_MODE_REQUIRED)
+			refuse = "encryption-required";
+		else if (!c->tls_active && (mech == SASL_MECH_PLAIN ||
+					    mech == SASL_MECH_SCRAM_SHA256_PLUS))
+			refuse = mech == SASL_MECH_PLAIN ? "encryption-required"
+							 : "invalid-mechanism";
+		if (refuse) {
+			free(in);
+			free(out);
+			build.len = 0;
+			buf_add_str(&build, "<failure xmlns='" XMLNS_SASL "'><");
+			buf_add_str(&build, refuse);
+			buf_add_str(&build, "/></failure>");
+			conn_write(c, build.data, build.len);
+			return;
+		}
+		uint8_t cb[32];
+		bool have_cb = c->tls_active && tls_conn_exporter(c->tls, cb) == 0;
+		if (mech == SASL_MECH_SCRAM_SHA256_PLUS && in_len > 2 && !memcmp(in, "p=", 2) &&
+		    ((size_t)in_len < 15 || memcmp(in, "p=tls-exporter,", 15)))
+			extra(c)->cb_type_unsupported = true;
+		/* RFC 5802's 'y' check guards against a stripped -PLUS offer;
+		 * clients without XEP-0440 that only know tls-unique try -PLUS,
+		 * fail, and retry with 'y'. Such a client has shown on this
+		 * stream that it cannot bind to our channel type. */
+		bool cb_offered = extra(c)->offered_plus && !extra(c)->cb_type_unsupported;
+		c->sasl = calloc(1, sizeof *c->sasl);
+		if (!c->sasl) {
+			free(in);
+			free(out);
+			stream_error(c, "internal-server-error", NULL);
+			return;
+		}
+		res = sasl_start(c->sasl, mech, lookup_creds, NULL, domain, have_cb ? cb : NULL,
+				 have_cb ? sizeof cb : 0, cb_offered, in, (size_t)in_len,
+				 present, out, SASL_OUT_MAX, &out_len);
+	} else {
+		res = sasl_step(c->sasl, in, (size_t)in_len, out, SASL_OUT_MAX, &out_len);
+	}
+	sasl_reply(c, res, out, out_len);
+	free(in);
+	free(out);
+}
+
+static void handle_bind(struct conn *c, const struct xml_stanza *st)
+{
+	const char *id = st->head.id;
+	struct xml_node *bind = st->tree ? xml_child(st->tree, XMLNS_BIND, "bind") : NULL;
+	if (!bind || !st->head.type || strcmp(st->head.type, "set") || !id) {
+		if (st->tree && xml_child(st->tree, XMLNS_SESSION, "session"))
+			reply_result(c, NULL, id, NULL);
+		else
+			stream_error(c, "not-authorized", "bind a resource first");
+		return;
+	}
+	char resource[JID_PART_MAX + 1];
+	struct xml_node *r = xml_child(bind, XMLNS_BIND, "resource");
+	if (r && r->text_len) {
+		if (r->text_len > JID_PART_MAX || jid_resource_valid(r->text, r->text_len) < 0) {
+			reply_error(c, ST_IQ, NULL, id, "bad-request");
+			return;
+		}
+		memcpy(resource, r->text, r->text_len);
+		resource[r->text_len] = '\0';
+	} else {
+		random_id(resource, 17);
+	}
+	struct sessdir_entry e;
+	memset(&e, 0, sizeof e);
+	size_t rlen = strlen(resource);
+	if (c->bare_len + 1 + rlen >= sizeof e.jid) {
+		reply_error(c, ST_IQ, NULL, id, "not-allowed");
+		return;
+	}
+	memcpy(e.jid, c->jid, c->bare_len);
+	e.jid[c->bare_len] = '/';
+	memcpy(e.jid + c->bare_len + 1, resource, rlen + 1);
+	e.bare_len = (uint16_t)c->bare_len;
+	e.worker = (uint16_t)worker.index;
+	e.conn_id = c->id;
+	e.conn_gen = c->gen;
+	e.tls = c->tls_active;
+	e.since_ms = worker.now_ms;
+	snprintf(e.address, sizeof e.address, "%s", c->peer);
+	struct sessdir_entry old;
+	int rc = sessdir_add(worker.sessdir, &e, &old);
+	if (rc < 0) {
+		log_warn("cannot bind %s: session directory: %s", e.jid, strerror(-rc));
+		reply_error(c, ST_IQ, NULL, id, "resource-constraint");
+		return;
+	}
+	char *full = strdup(e.jid);
+	if (!full) {
+		sessdir_del(worker.sessdir, e.jid, e.worker, e.conn_id, e.conn_gen);
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	free(c->jid);
+	c->jid = full;
+	c->state = C2S_BOUND;
+	if (rc == 1) {
+		/* RFC 6120 7.7.2.2: the new session wins, the old one gets <conflict/> */
+		log_info("%s bound again from %s: closing the older session", e.jid, c->peer);
+		if (old.worker == (uint16_t)worker.index) {
+			struct conn *o = conn_lookup(old.conn_id, old.conn_gen);
+			if (o && o != c)
+				stream_error(o, "conflict", "replaced by a new session");
+		} else {
+			struct routed k = { .kind = ST_OTHER, .bytes = "", .len = 0 };
+			send_route(&old, ROUTE_KICK, &k);
+		}
+	}
+	build.len = 0;
+	buf_add_str(&build, "<iq type='result' id='");
+	buf_add_esc(&build, id);
+	buf_add_str(&build, "'><bind xmlns='" XMLNS_BIND "'><jid>");
+	buf_add_esc(&build, c->jid);
+	buf_add_str(&build, "</jid></bind></iq>");
+	write_or_close(c, build.data, build.len);
+	log_info("session %s bound on worker %d from %s%s", c->jid, worker.index, c->peer,
+		 c->tls_active ? " (TLS)" : "");
+}
+
+/* ---- parser callbacks ------------------------------------------------------------------- */
+
+static int on_stream_open(void *ctx, const char *ns, const char *name, const char *default_ns,
+			  const struct xml_attr *attrs, int attr_count)
+{
+	struct conn *c = ctx;
+	if (c->state == C2S_CLOSING)
+		return 1;
+	if (strcmp(ns, XMLNS_STREAMS) || strcmp(name, "stream")) {
+		stream_error(c, "invalid-namespace", "expected <stream:stream>");
+		return 1;
+	}
+	if (strcmp(default_ns, XMLNS_CLIENT)) {
+		stream_error(c, "invalid-namespace", "the content namespace must be jabber:client");
+		return 1;
+	}
+	const char *to = NULL, *version = NULL;
+	for (int i = 0; i < attr_count; i++) {
+		if (attrs[i].ns[0])
+			continue;
+		if (!strcmp(attrs[i].name, "to"))
+			to = attrs[i].value;
+		else if (!strcmp(attrs[i].name, "version"))
+			version = attrs[i].value;
+	}
+	stream_header(c);
+	if (to) {
+		struct jid j;
+		if (jid_parse(&j, to, strlen(to)) < 0 || j.local[0] || j.resource[0] ||
+		    strcmp(j.domain, domain)) {
+			stream_error(c, "host-unknown", NULL);
+			return 1;
+		}
+	}
+	if (!version || strtol(version, NULL, 10) < 1) {
+		stream_error(c, "unsupported-version", "XMPP 1.0 streams only");
+		return 1;
+	}
+	send_features(c);
+	return 0;
+}
+
+static bool on_stanza_start(void *ctx, const struct xml_stanza_head *head)
+{
+	struct conn *c = ctx;
+	if (c->state != C2S_BOUND)
+		return true;
+	enum stanza_kind k = kind_of(head->ns, head->name);
+	if (k == ST_PRESENCE)
+		return head->to == NULL;
+	if (k != ST_IQ)
+		return false;
+	/* iq the server answers itself: no 'to', the domain, or our own bare JID */
+	if (!head->to || !strcmp(head->to, domain))
+		return true;
+	size_t tl = strlen(head->to);
+	return tl == c->bare_len && strncasecmp(head->to, c->jid, tl) == 0;
+}
+
+static int on_stanza(void *ctx, const struct xml_stanza *st)
+{
+	struct conn *c = ctx;
+	switch (c->state) {
+	case C2S_BOUND:
+		handle_bound_stanza(c, st);
+		break;
+	case C2S_WAIT_BIND:
+		handle_bind(c, st);
+		break;
+	case C2S_WAIT_AUTH:
+	case C2S_SASL:
+		if (!strcmp(st->head.ns, XMLNS_TLS) && !strcmp(st->head.name, "starttls") &&
+		    c->state == C2S_WAIT_AUTH && !c->tls_active) {
+			conn_write_str(c, "<proceed xmlns='" XMLNS_TLS "'/>");
+			extra(c)->action = ACT_STARTTLS;
+			xmlstream_request_reset(c->xml);
+		} else if (!strcmp(st->head.ns, XMLNS_SASL)) {
+			handle_auth(c, st);
+		} else {
+			stream_error(c, "not-authorized", NULL);
+		}
+		break;
+	case C2S_CLOSING:
+		break;
+	default:
+		stream_error(c, "not-authorized", NULL);
+		break;
+	}
+	return c->state == C2S_CLOSING ? 1 : 0;
+}
+
+static void on_stream_close(void *ctx)
+{
+	struct conn *c = ctx;
+	if (c->state != C2S_CLOSING) {
+		conn_write_str(c, "</stream:stream>");
+		c->state = C2S_CLOSING;
+	}
+	conn_close(c);
+}
+
+static const struct xmlstream_callbacks callbacks = {
+	.on_stream_open = on_stream_open,
+	.on_stanza_start = on_stanza_start,
+	.on_stanza = on_stanza,
+	.on_stream_close = on_stream_close,
+};
+
+/* ---- entry points from the loop ----------------------------------------------------------- */
+
+int c2s_init(void)
+{
+	domain = worker.cfg->domain;
+	return 0;
+}
+
+void c2s_fini(void)
+{
+	free(stamp.data);
+	free(build.data);
+	stamp = (struct buf){ 0 };
+	build = (struct buf){ 0 };
+}
+
+int c2s_open(struct conn *c)
+{
+	c->proto = calloc(1, sizeof(struct c2s_extra));
+	c->xml = xmlstream_new(&callbacks, c, worker.cfg->max_stanza_size, worker.cfg->max_depth);
+	if (!c->proto || !c->xml) {
+		log_error("out of memory for a new connection from %s", c->peer);
+		return -ENOMEM;
+	}
+	c->state = C2S_WAIT_STREAM;
+	return 0;
+}
+
+void c2s_input(struct conn *c, const char *data, size_t len)
+{
+	while (len && c->state != C2S_CLOSING && !c->fd_closed) {
+		size_t consumed = len;
+		enum xs_error rc = xmlstream_feed(c->xml, data, len, &consumed);
+		if (rc == XS_ERR_CALLBACK)
+			return; /* the callback has dealt with it */
+		if (rc != XS_OK) {
+			stream_error(c, xs_error_condition(rc), xmlstream_error_text(c->xml));
+			return;
+		}
+		if (!xmlstream_reset_requested(c->xml))
+			return;
+		if (xmlstream_reset(c->xml) < 0) {
+			stream_error(c, "internal-server-error", NULL);
+			return;
+		}
+		enum pending_action act = extra(c)->action;
+		extra(c)->action = ACT_NONE;
+		if (act == ACT_STARTTLS) {
+			/* Bytes after <starttls/> were sent in the clear and must
+			 * not be trusted as TLS-protected: drop them. */
+			if (conn_start_tls(c) < 0) {
+				stream_error(c, "internal-server-error", NULL);
+				return;
+			}
+			c->state = C2S_TLS_HANDSHAKE;
+			return;
+		}
+		data += consumed;
+		len -= consumed;
+	}
+}
+
+void c2s_tls_ready(struct conn *c)
+{
+	c->state = C2S_WAIT_STREAM;
+	tls_conn_trim(c->tls);
+}
+
+void c2s_closed(struct conn *c)
+{
+	struct c2s_extra *x = extra(c);
+	if (c->jid && c->state == C2S_BOUND)
+		c->state = C2S_CLOSING;
+	if (c->jid && strchr(c->jid, '/')) {
+		if (c->available) {
+			build.len = 0;
+			buf_add_str(&build, "<presence from='");
+			buf_add_esc(&build, c->jid);
+			buf_add_str(&build, "' type='unavailable'/>");
+			c->available = false;
+			struct buf copy = { 0 };
+			buf_add(&copy, build.data, build.len);
+			sessdir_del(worker.sessdir, c->jid, (uint16_t)worker.index, c->id, c->gen);
+			if (copy.data)
+				broadcast_own(c, copy.data, copy.len, TY_UNAVAILABLE);
+			free(copy.data);
+		} else {
+			sessdir_del(worker.sessdir, c->jid, (uint16_t)worker.index, c->id, c->gen);
+		}
+	}
+	if (c->sasl) {
+		sasl_session_clear(c->sasl);
+		free(c->sasl);
+		c->sasl = NULL;
+	}
+	free(c->jid);
+	c->jid = NULL;
+	if (x) {
+		free(x->presence);
+		free(x);
+		c->proto = NULL;
+	}
+}
+
+void c2s_shutdown(struct conn *c)
+{
+	if (c->state == C2S_CLOSING)
+		return;
+	if (c->stream_open && c->state != C2S_TLS_HANDSHAKE)
+		stream_error(c, "system-shutdown", NULL);
+	else {
+		c->state = C2S_CLOSING;
+		conn_close(c);
+	}
+}
+
+void c2s_tick(struct conn *c)
+{
+	if (c->state == C2S_BOUND || c->state == C2S_CLOSING ||
+	    worker.now_ms - c->opened_ms <= AUTH_TIMEOUT_MS)
+		return;
+	if (c->state == C2S_TLS_HANDSHAKE) {
+		c->state = C2S_CLOSING;
+		conn_close(c);
+		return;
+	}
+	stream_error(c, "connection-timeout", "no session established in time");
+}
+
+void c2s_inbound(const void *msg, size_t len)
+{
+	struct route_hdr h;
+	if (len < sizeof h)
+		return;
+	memcpy(&h, msg, sizeof h);
+	const char *p = (const char *)msg + sizeof h;
+	size_t var = (size_t)h.to_len + h.from_len + h.id_len;
+	if (len < sizeof h + var + h.stanza_len)
+		return;
+	char *to = strndup(p, h.to_len);
+	char *from = strndup(p + h.to_len, h.from_len);
+	char *id = h.id_len ? strndup(p + h.to_len + h.from_len, h.id_len) : NULL;
+	if (!to || !from || (h.id_len && !id))
+		goto out;
+	struct routed r = {
+		.kind = (enum stanza_kind)h.stanza, .type = (enum stanza_type)h.type, .id = id,
+		.from = from, .to = to, .bytes = p + var, .len = h.stanza_len, .hops = h.hops,
+	};
+	struct conn *t = conn_lookup(h.conn_id, h.conn_gen);
+	switch (h.kind) {
+	case ROUTE_DELIVER:
+		if (t && t->state == C2S_BOUND)
+			deliver_local(t, r.bytes, r.len);
+		else
+			recipient_gone(&r);
+		break;
+	case ROUTE_KICK:
+		if (t)
+			stream_error(t, "conflict", "replaced by a new session");
+		break;
+	case ROUTE_PROBE:
+		if (t && t->state == C2S_BOUND && t->available && extra(t)->presence) {
+			struct sessdir_entry e;
+			if (sessdir_lookup_full(worker.sessdir, from, &e) == 0) {
+				struct routed pr = { .kind = ST_PRESENCE, .type = TY_NONE,
+						     .from = t->jid, .to = from,
+						     .bytes = extra(t)->presence,
+						     .len = extra(t)->presence_len, .hops = MAX_HOPS };
+				deliver_entry(&e, &pr);
+			}
+		}
+		break;
+	}
+out:
+	free(to);
+	free(from);
+	free(id);
+}
