@@ -191,33 +191,44 @@ static int write_begin(struct accounts *a, MDB_txn **txn)
 	return mdb_to_errno(rc);
 }
 
-int accounts_put(struct accounts *a, const char *bare_jid, const struct scram_creds *c,
-		 int create_only)
+int accounts_put_many(struct accounts *a, size_t n, const char *const *bare_jids,
+		      const struct scram_creds *creds, int create_only)
 {
 	struct account_record rec;
 	MDB_txn *txn;
 	MDB_val key, val;
 	int rc;
 
-	if (!c || c->iterations == 0)
-		return -EINVAL;
-	if ((rc = make_key(a, bare_jid, &key)) < 0)
+	for (size_t i = 0; i < n; i++) {
+		if (creds[i].iterations == 0)
+			return -EINVAL;
+		if ((rc = make_key(a, bare_jids[i], &key)) < 0)
+			return rc;
+	}
+	if ((rc = write_begin(a, &txn)) < 0)
 		return rc;
 	memset(&rec, 0, sizeof rec);
 	rec.version = ACCOUNT_RECORD_VERSION;
-	rec.creds = *c;
-	val = (MDB_val){ .mv_size = sizeof rec, .mv_data = &rec };
-	if ((rc = write_begin(a, &txn)) < 0)
-		goto out;
-	rc = mdb_put(txn, a->dbi, &key, &val, create_only ? MDB_NOOVERWRITE : 0);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		make_key(a, bare_jids[i], &key);
+		rec.creds = creds[i];
+		val = (MDB_val){ .mv_size = sizeof rec, .mv_data = &rec };
+		rc = mdb_put(txn, a->dbi, &key, &val, create_only ? MDB_NOOVERWRITE : 0);
+	}
 	if (rc == 0)
 		rc = mdb_txn_commit(txn); /* frees TXN, even on failure */
 	else
 		mdb_txn_abort(txn);
-	rc = mdb_to_errno(rc);
-out:
 	explicit_bzero(&rec, sizeof rec);
-	return rc;
+	return mdb_to_errno(rc);
+}
+
+int accounts_put(struct accounts *a, const char *bare_jid, const struct scram_creds *c,
+		 int create_only)
+{
+	if (!c)
+		return -EINVAL;
+	return accounts_put_many(a, 1, &bare_jid, c, create_only);
 }
 
 int accounts_del(struct accounts *a, const char *bare_jid)

@@ -29,6 +29,9 @@ int accounts_get(struct accounts *a, const char *bare_jid, struct scram_creds *o
 /* Insert or replace. CREATE_ONLY: fail with -EEXIST if present. */
 int accounts_put(struct accounts *a, const char *bare_jid, const struct scram_creds *c,
 		 int create_only);
+/* Insert or replace N accounts in one transaction (all or none). */
+int accounts_put_many(struct accounts *a, size_t n, const char *const *bare_jids,
+		      const struct scram_creds *creds, int create_only);
 int accounts_del(struct accounts *a, const char *bare_jid);
 /* Calls FN for each account in key order; returns the count or -errno.
  * FN runs inside the read transaction: it must not call accounts_* itself. */

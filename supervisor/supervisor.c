@@ -357,6 +357,8 @@ static void reap(void)
 		describe_exit(status, how, sizeof how);
 		if (pid == election.pid) {
 			election.pid = 0;
+			/* killed mid-update, it would leave the seqlock odd */
+			shm_cluster_recover(shm);
 			if (stopping)
 				continue;
 			log_error("election worker (pid %d) %s; respawning", (int)pid, how);
@@ -845,9 +847,11 @@ int supervisor_run(struct config *config)
 	if (open_listeners() < 0)
 		goto fail;
 
-	uint64_t ring_bytes = (uint64_t)cfg->max_stanza_size * 4 + (1u << 20);
-	if (ring_bytes < (8u << 20))
-		ring_bytes = 8u << 20;
+	/* Room for at least four of the largest stanzas; rings are sized in
+	 * powers of two, and pages are only resident once used. */
+	uint64_t ring_bytes = 8u << 20;
+	while (ring_bytes < (uint64_t)cfg->max_stanza_size * 4)
+		ring_bytes *= 2;
 	shm = shm_create((uint32_t)cfg->worker_count, cfg->max_sessions, ring_bytes);
 	if (!shm) {
 		log_error("cannot create the shared-memory segment: %s", strerror(errno));

@@ -39,6 +39,7 @@ static void usage(FILE *to)
 		"  user passwd JID        same password rule\n"
 		"  user del JID\n"
 		"  user list\n"
+		"  user import            lines \"JID PASSWORD\" from stdin (add or replace)\n"
 		"-c FILE is the node layout xmppd runs with (default: the built-in one).\n");
 }
 
@@ -111,6 +112,61 @@ static void print_account(const char *jid, void *arg)
 	printf("%s\n", jid);
 }
 
+/* Many accounts at once ("JID PASSWORD" lines), committed in batches:
+ * provisioning and benchmarks add thousands, where one transaction per
+ * account would be dominated by fsync. */
+static int user_import(const struct config *cfg, struct accounts *acc)
+{
+	enum { BATCH = 512 };
+	static char jids[BATCH][1100];
+	static struct scram_creds creds[BATCH];
+	const char *keys[BATCH];
+	char line[2200];
+	size_t n = 0, total = 0, lineno = 0;
+	int rc = 0;
+	for (;;) {
+		bool eof = !fgets(line, sizeof line, stdin);
+		if (!eof) {
+			lineno++;
+			line[strcspn(line, "\r\n")] = '\0';
+			char *sp = strchr(line, ' ');
+			if (!line[0])
+				continue;
+			if (!sp || !sp[1]) {
+				fprintf(stderr, "xmppctl: stdin line %zu: expected \"JID PASSWORD\"\n",
+					lineno);
+				rc = -EINVAL;
+				break;
+			}
+			*sp = '\0';
+			if (account_jid(cfg, line, jids[n], sizeof jids[n]) < 0) {
+				rc = -EINVAL;
+				break;
+			}
+			rc = scram_creds_new(sp + 1, strlen(sp + 1), SCRAM_DEFAULT_ITERATIONS,
+					     &creds[n]);
+			explicit_bzero(line, sizeof line);
+			if (rc < 0)
+				break;
+			keys[n] = jids[n];
+			n++;
+		}
+		if (n == BATCH || (eof && n)) {
+			rc = accounts_put_many(acc, n, keys, creds, 0);
+			if (rc < 0)
+				break;
+			total += n;
+			n = 0;
+		}
+		if (eof)
+			break;
+	}
+	explicit_bzero(creds, sizeof creds);
+	if (rc == 0)
+		printf("imported %zu accounts\n", total);
+	return rc;
+}
+
 static int user_command(const struct config *cfg, int argc, char **argv)
 {
 	if (argc < 1) {
@@ -118,7 +174,7 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *sub = argv[0];
-	bool needs_jid = strcmp(sub, "list") != 0;
+	bool needs_jid = strcmp(sub, "list") != 0 && strcmp(sub, "import") != 0;
 	if ((needs_jid && argc != 2) || (!needs_jid && argc != 1)) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -135,6 +191,10 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 	int status = EXIT_OK, rc = 0;
 	if (!strcmp(sub, "list")) {
 		rc = accounts_list(acc, print_account, NULL);
+	} else if (!strcmp(sub, "import")) {
+		rc = user_import(cfg, acc);
+		if (rc == -EINVAL)
+			status = EXIT_FAILED, rc = 0;
 	} else if (!strcmp(sub, "del")) {
 		rc = accounts_del(acc, bare);
 		if (rc == 0)

@@ -103,6 +103,10 @@ struct c2s_extra {
 	 * so its next attempt with the 'y' flag is an honest fallback, not a
 	 * downgrade (see handle_auth). */
 	bool cb_type_unsupported;
+	/* After a stream restart: whitespace the client sent after its last
+	 * element of the old stream (go-xmpp sends a newline) must not reach
+	 * the new parser before the new XML declaration. */
+	bool skip_leading_space;
 };
 
 static struct buf stamp;       /* the stanza being routed, 'from' stamped */
@@ -1117,6 +1121,13 @@ int c2s_open(struct conn *c)
 void c2s_input(struct conn *c, const char *data, size_t len)
 {
 	while (len && c->state != C2S_CLOSING && !c->fd_closed) {
+		if (extra(c)->skip_leading_space) {
+			while (len && strchr(" \t\r\n", *data))
+				data++, len--;
+			if (!len)
+				return;
+			extra(c)->skip_leading_space = false;
+		}
 		size_t consumed = len;
 		enum xs_error rc = xmlstream_feed(c->xml, data, len, &consumed);
 		if (rc == XS_ERR_CALLBACK)
@@ -1133,6 +1144,7 @@ void c2s_input(struct conn *c, const char *data, size_t len)
 		}
 		enum pending_action act = extra(c)->action;
 		extra(c)->action = ACT_NONE;
+		extra(c)->skip_leading_space = true;
 		if (act == ACT_STARTTLS) {
 			/* Bytes after <starttls/> were sent in the clear and must
 			 * not be trusted as TLS-protected: drop them. */

@@ -560,12 +560,17 @@ static void drain_inbox(void)
 {
 	for (;;) {
 		long n = ring_pop(worker.inbox, worker.scratch, worker.scratch_cap);
-		if (n <= 0) {
-			if (n < 0)
-				log_error("inbound ring: message larger than %zu bytes",
-					  worker.scratch_cap);
+		if (n == -EMSGSIZE) {
+			log_error("inbound ring: a message larger than %zu bytes", worker.scratch_cap);
 			return;
 		}
+		if (n < 0) {
+			log_error("inbound ring is corrupt (%s): messages for this worker are stuck",
+				  strerror((int)-n));
+			return;
+		}
+		if (n == 0)
+			return;
 		c2s_inbound(worker.scratch, (size_t)n);
 	}
 }

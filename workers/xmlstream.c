@@ -142,9 +142,8 @@ struct xmlstream {
 	char *buf;
 	size_t buf_len, buf_cap;
 	uint64_t buf_start;
-	/* The piece being fed: [feed_start, feed_start + feed_len). */
+	/* The piece being fed starts at stream offset feed_start. */
 	const char *feed;
-	size_t feed_len;
 	uint64_t feed_start;
 
 	/* The stream header's raw start tag, to prime a replacement parser. */
@@ -907,7 +906,9 @@ static void parse(struct xmlstream *xs, const char *data, size_t len)
 	if (XML_Parse(xs->parser, data, (int)len, XML_FALSE) == XML_STATUS_OK || xs->stopped)
 		return;
 	enum XML_Error code = XML_GetErrorCode(xs->parser);
-	fail(xs, expat_error(xs, code), XML_ErrorString(code));
+	const char *reason = XML_ErrorString(code);
+
+	fail(xs, expat_error(xs, code), reason ? reason : "parse error");
 }
 
 /* Parse what expat holds back, ignoring reparse deferral this once. */
@@ -984,7 +985,6 @@ enum xs_error xmlstream_feed(struct xmlstream *xs, const char *data, size_t len,
 	}
 
 	xs->feed = data;
-	xs->feed_len = len;
 	xs->feed_start = xs->fed;
 	xs->in_feed = true;
 	prev = owner_enter(xs);

@@ -61,7 +61,7 @@
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 #define LG_OUT_MAX (256u * 1024)        /* per-connection backlog cap */
-#define LG_BACKOFF_NS (100u * 1000000)  /* after a local failure to open a socket */
+#define LG_BACKOFF_NS (100u * 1000000)  /* no new connections after a failed connect */
 #define LG_EVENTS_PER_TURN 256
 
 enum lg_state {
@@ -1199,6 +1199,14 @@ static void conn_on_readable(struct lg_conn *c)
 		conn_xml_input(c, (const char *)t->rxbuf, (size_t)n);
 }
 
+/* A refused connect means no server is listening, and a local shortage of
+ * descriptors or ports does not end by retrying at once: either way the
+ * thread pauses its new connections instead of spinning on failures. */
+static void thread_back_off(struct lg_thread *t)
+{
+	t->backoff_until = lg_now_ns() + LG_BACKOFF_NS;
+}
+
 static void conn_on_connected(struct lg_conn *c)
 {
 	int err = 0;
@@ -1207,6 +1215,7 @@ static void conn_on_connected(struct lg_conn *c)
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err) {
+		thread_back_off(c->thread);
 		conn_doom(c, true, LG_ERR_CONNECT);
 		return;
 	}
@@ -1296,8 +1305,7 @@ static void conn_start(struct lg_conn *c, uint64_t now)
 	}
 	fd = socket_open(t);
 	if (fd < 0) {
-		if (local_shortage(-fd))
-			t->backoff_until = now + LG_BACKOFF_NS;
+		thread_back_off(t);
 		conn_doom(c, true, local_shortage(-fd) ? LG_ERR_LOCAL : LG_ERR_CONNECT);
 		return;
 	}

@@ -569,15 +569,68 @@ static const char *tls_name(enum lg_tls_mode m)
 	return m == LG_TLS_STARTTLS ? "starttls" : m == LG_TLS_DIRECT ? "direct" : "none";
 }
 
-static void report(struct run *r)
+static double per_second(uint64_t n, double seconds)
+{
+	return seconds > 0 ? (double)n / seconds : 0;
+}
+
+/* idle, chat: the log-in phase before the measured window. */
+static void report_login_phase(struct report *rep, const struct run *r)
+{
+	const struct sample *s0 = &r->run_start;
+	double login_s = seconds_between(&r->login_start, s0);
+
+	rep_int(rep, "accounts", r->slots);
+	rep_int(rep, "online", r->run_end.ctr.v[LG_C_ONLINE]);
+	rep_int(rep, "failed", r->run_end.ctr.v[LG_C_FAILED]);
+	rep_num(rep, "login_s", login_s);
+	rep_num(rep, "login_rate", per_second(s0->ctr.v[LG_C_DONE], login_s));
+	rep_num(rep, "login_cpu_pct", cpu_pct(&r->login_start, s0));
+	report_latency(rep, "login_", &r->goal_hist);
+}
+
+/* Sent and delivered count everything up to the end of the drain; the rate
+ * is what was delivered inside the measured window. */
+static void report_chat(struct report *rep, const struct run *r, const struct sample *end)
 {
 	const struct lg_opts *o = r->o;
+	uint64_t sent = end->ctr.v[LG_C_SENT], got = end->ctr.v[LG_C_RECEIVED];
+	double run_s = seconds_between(&r->run_start, &r->run_end);
+
+	rep_int(rep, "pairs", o->pairs);
+	rep_int(rep, "window", o->window);
+	rep_num(rep, "offered_rate", o->rate);
+	rep_int(rep, "size", o->size);
+	rep_int(rep, "sent", sent);
+	rep_int(rep, "delivered", got);
+	rep_num(rep, "rate", per_second(delta(&r->run_start, &r->run_end, LG_C_RECEIVED), run_s));
+	rep_int(rep, "lost", sent > got ? sent - got : 0);
+	rep_int(rep, "out_of_order", end->ctr.v[LG_C_OUT_OF_ORDER]);
+	rep_int(rep, "msg_errors", end->ctr.v[LG_C_MSG_ERRORS]);
+	rep_int(rep, "stalled", end->ctr.v[LG_C_STALLED]);
+	report_latency(rep, "", &r->msg_hist);
+}
+
+/* login, connect: what happened inside the measured window. */
+static void report_attempts(struct report *rep, const struct run *r)
+{
 	const struct sample *s0 = &r->run_start, *s1 = &r->run_end;
-	struct sample end;
+	uint64_t done = delta(s0, s1, LG_C_DONE);
+
+	rep_int(rep, "concurrency", r->slots);
+	rep_int(rep, "attempts", delta(s0, s1, LG_C_STARTED));
+	rep_int(rep, r->scn->goal == LG_GOAL_CONNECT ? "connects" : "logins", done);
+	rep_int(rep, "failed", delta(s0, s1, LG_C_FAILED));
+	rep_num(rep, "rate", per_second(done, seconds_between(s0, s1)));
+	report_latency(rep, "", &r->goal_hist);
+}
+
+static void report(const struct run *r)
+{
+	const struct lg_opts *o = r->o;
 	struct report rep = { .json = o->json, .first = true, .f = stdout };
+	struct sample end;
 	struct rusage ru;
-	double run_s = seconds_between(s0, s1);
-	double login_s = seconds_between(&r->login_start, s0);
 
 	take_sample(r, &end);
 	getrusage(RUSAGE_SELF, &ru);
@@ -586,46 +639,16 @@ static void report(struct run *r)
 	if (r->scn->goal != LG_GOAL_CONNECT)
 		rep_str(&rep, "mech", sasl_mech_name(o->mech));
 	rep_int(&rep, "threads", r->nthreads);
-	if (r->scn->login_phase) {
-		rep_int(&rep, "accounts", r->slots);
-		rep_int(&rep, "online", s1->ctr.v[LG_C_ONLINE]);
-		rep_int(&rep, "failed", s1->ctr.v[LG_C_FAILED]);
-		rep_num(&rep, "login_s", login_s);
-		rep_num(&rep, "login_rate", login_s > 0 ? (double)s0->ctr.v[LG_C_DONE] / login_s : 0);
-		rep_num(&rep, "login_cpu_pct", cpu_pct(&r->login_start, s0));
-	} else {
-		rep_int(&rep, "concurrency", r->slots);
-	}
-	rep_num(&rep, "duration_s", run_s);
-	if (is_chat(r->scn)) {
-		uint64_t sent = end.ctr.v[LG_C_SENT], got = end.ctr.v[LG_C_RECEIVED];
-
-		rep_int(&rep, "pairs", o->pairs);
-		rep_int(&rep, "window", o->window);
-		rep_num(&rep, "offered_rate", o->rate);
-		rep_int(&rep, "size", o->size);
-		rep_int(&rep, "sent", sent);
-		rep_int(&rep, "delivered", got);
-		rep_num(&rep, "rate", run_s > 0 ? (double)delta(s0, s1, LG_C_RECEIVED) / run_s : 0);
-		rep_int(&rep, "lost", sent > got ? sent - got : 0);
-		rep_int(&rep, "out_of_order", end.ctr.v[LG_C_OUT_OF_ORDER]);
-		rep_int(&rep, "msg_errors", end.ctr.v[LG_C_MSG_ERRORS]);
-		rep_int(&rep, "stalled", end.ctr.v[LG_C_STALLED]);
-		report_latency(&rep, "", &r->msg_hist);
-	} else if (!r->scn->login_phase) {
-		uint64_t done = delta(s0, s1, LG_C_DONE);
-
-		rep_int(&rep, "attempts", delta(s0, s1, LG_C_STARTED));
-		rep_int(&rep, r->scn->goal == LG_GOAL_CONNECT ? "connects" : "logins", done);
-		rep_int(&rep, "failed", delta(s0, s1, LG_C_FAILED));
-		rep_num(&rep, "rate", run_s > 0 ? (double)done / run_s : 0);
-		report_latency(&rep, "", &r->goal_hist);
-	}
 	if (r->scn->login_phase)
-		report_latency(&rep, "login_", &r->goal_hist);
-	rep_num(&rep, "cpu_pct", cpu_pct(s0, s1));
+		report_login_phase(&rep, r);
+	rep_num(&rep, "duration_s", seconds_between(&r->run_start, &r->run_end));
+	if (is_chat(r->scn))
+		report_chat(&rep, r, &end);
+	else if (!r->scn->login_phase)
+		report_attempts(&rep, r);
+	rep_num(&rep, "cpu_pct", cpu_pct(&r->run_start, &r->run_end));
 	rep_int(&rep, "rss_mb", (uint64_t)ru.ru_maxrss / 1024);
-	report_errors(&rep, &end);
+	report_errors(&rep, &end); /* the whole run, closing included */
 	if (r->interrupted)
 		rep_str(&rep, "interrupted", "yes");
 	rep_end(&rep);

@@ -30,6 +30,7 @@ struct run {
 	const char *body;
 	char *domain;        /* the server to ping: JID's domain */
 	int answered;        /* the ping result arrived */
+	int disconnecting;   /* xmpp_disconnect() called (once is enough) */
 	char failure[256];   /* empty while nothing went wrong */
 };
 
@@ -38,6 +39,14 @@ static void fail(struct run *run, const char *what, const char *detail)
 	if (run->failure[0] == '\0')
 		snprintf(run->failure, sizeof(run->failure), "%s%s%s", what,
 			 detail ? ": " : "", detail ? detail : "");
+}
+
+static void finish(xmpp_conn_t *conn, struct run *run)
+{
+	if (!run->disconnecting) {
+		run->disconnecting = 1;
+		xmpp_disconnect(conn);
+	}
 }
 
 static int on_deadline(xmpp_ctx_t *ctx, void *arg)
@@ -58,7 +67,7 @@ static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *arg)
 		run->answered = 1;
 	else
 		fail(run, "the server answered the ping with type", type ? type : "(none)");
-	xmpp_disconnect(conn);
+	finish(conn, run);
 	return 0;
 }
 
@@ -68,11 +77,13 @@ static int on_message_error(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *arg)
 {
 	struct run *run = arg;
 	xmpp_stanza_t *error = xmpp_stanza_get_child_by_name(stanza, "error");
-	xmpp_stanza_t *condition = error ? xmpp_stanza_get_children(error) : NULL;
+	xmpp_stanza_t *condition =
+		error ? xmpp_stanza_get_child_by_ns(error, "urn:ietf:params:xml:ns:xmpp-stanzas")
+		      : NULL;
 
 	fail(run, "the message bounced",
 	     condition ? xmpp_stanza_get_name(condition) : "(no condition)");
-	xmpp_disconnect(conn);
+	finish(conn, run);
 	return 0;
 }
 
@@ -116,10 +127,10 @@ static void on_connection(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 	if (event == XMPP_CONN_CONNECT) {
 		if (!xmpp_conn_is_secured(conn)) {
 			fail(run, "logged in without TLS", NULL);
-			xmpp_disconnect(conn);
+			finish(conn, run);
 		} else if (send_message_and_ping(conn, run) < 0) {
 			fail(run, "out of memory building stanzas", NULL);
-			xmpp_disconnect(conn);
+			finish(conn, run);
 		}
 		return;
 	}

@@ -1,6 +1,7 @@
 """c2s authentication: STARTTLS, SASL mechanisms, wrong passwords, TLS versions."""
 
 import ssl
+import warnings
 
 import pytest
 
@@ -90,6 +91,39 @@ async def test_wrong_password_then_retry_on_same_stream(node):
     raw.close()
 
 
+async def test_scram_downgrade_flag_is_refused(node):
+    """RFC 5802 section 6: a client saying "y" (it supports channel binding
+    but thinks the server does not) to a server that offers -PLUS is
+    being downgraded; the server must fail it."""
+    jid, password = await node.aadd_user("alice")
+    raw = await RawStream.connect(node)
+    await raw.open()
+    features = await raw.starttls()
+    assert "SCRAM-SHA-256-PLUS" in mechanisms(features), mechanisms(features)
+    el = await raw.auth_scram("SCRAM-SHA-256", "alice", password, gs2_header=b"y,,")
+    assert not isinstance(el, str) and el.tag == qname(NS_SASL, "failure"), describe(el)
+    raw.close()
+
+
+@pytest.mark.parametrize("step", ["starttls", "auth"])
+async def test_whitespace_after_restart_trigger(node, step):
+    """go-xmpp (go-sendxmpp) writes "<starttls .../>\n" and "</auth>\n" in
+    one write. The newline belongs to the old stream; the new stream starts
+    with an XML declaration, which must still be accepted."""
+    jid, password = await node.aadd_user("alice")
+    raw = await RawStream.connect(node)
+    await raw.open()
+    await raw.starttls(trailer="\n" if step == "starttls" else "")
+    el = await raw.auth_plain("alice", password, trailer="\n" if step == "auth" else "")
+    assert not isinstance(el, str) and el.tag == qname(NS_SASL, "success"), describe(el)
+    await raw.bind("ws")      # restarts with "<?xml version='1.0'?><stream:stream ..."
+    await raw.send("<iq type='get' id='ws-ping' to='%s'><ping xmlns='%s'/></iq>" % (
+        node.domain, NS_PING))
+    iq = await raw.expect(NS_CLIENT, "iq")
+    assert iq.get("type") == "result" and iq.get("id") == "ws-ping", describe(iq)
+    raw.close()
+
+
 async def test_unknown_user_is_not_authorized(node):
     """No user enumeration: an unknown account fails like a wrong password."""
     await node.aadd_user("alice")
@@ -159,7 +193,10 @@ async def test_tls_versions_accepted(node, version):
 
 
 async def test_tls_1_1_refused(node):
-    ctx = client_tls_context(minimum=ssl.TLSVersion.TLSv1_1, maximum=ssl.TLSVersion.TLSv1_1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        v1_1 = ssl.TLSVersion.TLSv1_1
+    ctx = client_tls_context(minimum=v1_1, maximum=v1_1)
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")   # let our side offer TLS 1.1 at all
     raw = await RawStream.connect(node)
     await raw.open()

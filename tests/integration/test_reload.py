@@ -61,7 +61,7 @@ def session_fingerprint(client):
     return fingerprint(client.xmpp.socket.getpeercert(binary_form=True))
 
 
-async def setup(make_node):
+async def start_with_cert_a(make_node):
     node = make_node(start=False)
     certs = Certs(node.dir)
     certs.install("a")
@@ -76,7 +76,7 @@ async def setup(make_node):
 
 
 async def test_reload_switches_certificate_and_keeps_sessions(make_node):
-    node, certs, alice, bob = await setup(make_node)
+    node, certs, alice, bob = await start_with_cert_a(make_node)
     status = await node.astatus()
     assert status["tls certificate sha256"] == certs.fp("a")
     assert status["tls certificate"] == certs.cert
@@ -99,7 +99,7 @@ async def test_reload_switches_certificate_and_keeps_sessions(make_node):
 @pytest.mark.parametrize("bad", ["key of another certificate", "garbage key",
                                  "missing certificate"])
 async def test_failed_reload_keeps_the_old_certificate(make_node, bad):
-    node, certs, alice, bob = await setup(make_node)
+    node, certs, alice, bob = await start_with_cert_a(make_node)
     async with Conversation(alice, bob) as talk:
         if bad == "key of another certificate":
             certs.install("b", key_of="c")
@@ -127,7 +127,7 @@ async def test_failed_reload_keeps_the_old_certificate(make_node, bad):
 
 
 async def test_sighup_reloads_and_logs_failures(make_node):
-    node, certs, alice, bob = await setup(make_node)
+    node, certs, alice, bob = await start_with_cert_a(make_node)
     async with Conversation(alice, bob) as talk:
         certs.install("b", key_of="c")
         mark = node.log_size()

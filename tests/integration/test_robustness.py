@@ -102,7 +102,7 @@ async def test_too_deep_nesting_is_a_policy_violation(make_node):
     ("comment", "<!-- a comment -->"),
     ("processing instruction", "<?evil data?>"),
     ("entity declaration", None),
-])
+], ids=["comment", "pi", "dtd"])
 async def test_restricted_xml_closes_the_stream(node, what, data):
     """RFC 6120 11.1: no comments, PIs, DTDs or entity declarations."""
     alice, bob = await talkers(node)

@@ -51,7 +51,7 @@ async def test_roster_is_empty(node):
 @pytest.mark.parametrize("iq_type,payload", [
     ("get", "<query xmlns='urn:example:nothing'/>"),
     ("set", "<thing xmlns='urn:example:unknown'><x>1</x></thing>"),
-])
+], ids=["get", "set"])
 async def test_unknown_iq_to_server_gets_an_error(node, iq_type, payload):
     jid, password = await node.aadd_user("alice")
     raw = await RawStream.connect(node)

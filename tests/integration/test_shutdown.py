@@ -15,7 +15,7 @@ async def assert_not_listening(node):
         writer.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_closes_streams_and_exits_zero(node, sig):
     alice_jid, alice_pw = await node.aadd_user("alice")
     bob_jid, bob_pw = await node.aadd_user("bob")

@@ -33,6 +33,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import warnings
 import xml.etree.ElementTree as ET
 
 import yaml
@@ -170,10 +171,12 @@ def client_tls_context(minimum=None, maximum=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    if minimum is not None:
-        ctx.minimum_version = minimum
-    if maximum is not None:
-        ctx.maximum_version = maximum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # TLS 1.1, on purpose
+        if minimum is not None:
+            ctx.minimum_version = minimum
+        if maximum is not None:
+            ctx.maximum_version = maximum
     return ctx
 
 
@@ -661,6 +664,7 @@ class XmppClient:
         self.stream_errors.append(error["condition"])
 
     def _on_disconnected(self, _):
+        self._forget()
         self.disconnected.set()
         self._fail("disconnected (stream errors: %r)" % (self.stream_errors,))
 
@@ -745,10 +749,22 @@ class XmppClient:
             self.xmpp.disconnect(wait=timeout)
             await within(self.disconnected.wait(), "%s disconnecting" % self.requested_jid,
                          timeout + 1)
+        self._forget()
+
+    def _forget(self):
+        """Cancel slixmpp's send task of a finished connection, which would
+        otherwise be garbage-collected while pending (a noisy warning)."""
+        task = getattr(self.xmpp, "_run_out_filters", None)
+        if task is not None and not task.done():
+            task.cancel()
 
     def abort(self):
-        """Drop the TCP connection without closing the stream."""
-        self.xmpp.abort()
+        """Drop the TCP connection without closing the stream. (Not
+        slixmpp's abort(): it closes, then aborts a TLS transport that
+        close() already detached, and raises.)"""
+        self.xmpp.cancel_connection_attempt()
+        if self.xmpp.transport is not None:
+            self.xmpp.transport.abort()
 
 
 async def login(node, jid, password, **kwargs):
@@ -811,6 +827,8 @@ class Conversation:
     async def _run(self):
         try:
             for i in itertools.count():
+                if self._stop:
+                    return
                 for src, dst in ((self.a, self.b), (self.b, self.a)):
                     src.send_message(dst.jid, "%s %d" % (self.tag, i))
                     msg = await dst.next_message(
@@ -827,6 +845,7 @@ class Conversation:
             self._progress.set()
 
     async def __aenter__(self):
+        self._stop = False
         self._task = asyncio.ensure_future(self._run())
         await self.advance(1)
         return self
@@ -852,16 +871,16 @@ class Conversation:
     async def __aexit__(self, exc_type, exc, tb):
         if exc_type is None:
             await self.advance(1)
-        self._task.cancel()
+        # Stop at a round boundary, so no message of ours is left in flight
+        # for later assertions on these clients to trip over.
+        self._stop = True
         try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        # A round cut off by the cancel may leave one message in flight;
-        # drop it so later assertions on these clients start clean.
-        for c in (self.a, self.b):
-            while not c.messages.empty():
-                c.messages.get_nowait()
+            await asyncio.wait_for(asyncio.shield(self._task), 2 * self.timeout + 1)
+        except (asyncio.TimeoutError, Exception):
+            self._task.cancel()
+        if exc_type is None and self.error:
+            raise AssertionError("conversation %s <-> %s failed after %d rounds: %s" % (
+                self.a.jid, self.b.jid, self.rounds, self.error)) from self.error
         return False
 
 
@@ -873,16 +892,17 @@ EOF = "EOF"                # recv() result: the TCP connection ended
 
 
 class ScramClient:
-    """The client side of SCRAM (RFC 5802) without channel binding ("n,,")."""
+    """The client side of SCRAM (RFC 5802) without channel binding: GS2
+    header "n,," (or "y,,": "I could bind, but you don't seem to")."""
 
     HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
 
-    def __init__(self, mechanism, username, password):
+    def __init__(self, mechanism, username, password, gs2_header=b"n,,"):
         self.hash = self.HASHES[mechanism]
         self.username = username.replace("=", "=3D").replace(",", "=2C")
         self.password = password.encode()
         self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-        self.gs2_header = b"n,,"
+        self.gs2_header = gs2_header
         self.client_first_bare = ("n=%s,r=%s" % (self.username, self.nonce)).encode()
         self.server_signature = None
 
@@ -1042,9 +1062,10 @@ class RawStream:
         assert kind == "header", "expected a stream header, got %s\n%r" % (kind, bytes(self.raw))
         return await self.expect(NS_STREAM, "features", timeout)
 
-    async def starttls(self, context=None, timeout=TIMEOUT):
-        """STARTTLS and the stream restart; returns the new features."""
-        await self.send("<starttls xmlns='%s'/>" % NS_TLS)
+    async def starttls(self, context=None, timeout=TIMEOUT, trailer=""):
+        """STARTTLS and the stream restart; returns the new features.
+        TRAILER is sent in the same write right after <starttls/>."""
+        await self.send("<starttls xmlns='%s'/>%s" % (NS_TLS, trailer))
         await self.expect(NS_TLS, "proceed", timeout)
         await within(self.writer.start_tls(context or client_tls_context(),
                                            server_hostname=self.domain),
@@ -1059,16 +1080,18 @@ class RawStream:
     def peer_fingerprint(self):
         return fingerprint(self.tls.getpeercert(binary_form=True))
 
-    async def auth_plain(self, username, password, timeout=TIMEOUT):
-        """One PLAIN attempt: the <success/> or <failure/> element."""
+    async def auth_plain(self, username, password, timeout=TIMEOUT, trailer=""):
+        """One PLAIN attempt: the <success/> or <failure/> element. TRAILER
+        is sent in the same write right after </auth>."""
         payload = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode())
-        await self.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL,
-                                                                          payload.decode()))
+        await self.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>%s" % (
+            NS_SASL, payload.decode(), trailer))
         return await self.recv(timeout, "an answer to SASL PLAIN")
 
-    async def auth_scram(self, mechanism, username, password, timeout=TIMEOUT):
+    async def auth_scram(self, mechanism, username, password, timeout=TIMEOUT,
+                         gs2_header=b"n,,"):
         """One SCRAM attempt: <success/> (its signature verified) or <failure/>."""
-        scram = ScramClient(mechanism, username, password)
+        scram = ScramClient(mechanism, username, password, gs2_header)
         await self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" % (
             NS_SASL, mechanism, base64.b64encode(scram.first()).decode()))
         el = await self.recv(timeout, "the SCRAM server-first message")
