@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -172,6 +173,36 @@ static int load_sasl_secret(void)
 	return rc < 0 ? -1 : 0;
 }
 
+/* Each worker may hold limits.max_connections sockets: raise the descriptor
+ * limit that far (root may raise the hard limit up to fs.nr_open). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t want = (rlim_t)cfg->max_connections + 1024;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+	unsigned long nr_open = 0;
+	if (f) {
+		if (fscanf(f, "%lu", &nr_open) != 1)
+			nr_open = 0;
+		fclose(f);
+	}
+	if (nr_open && want > nr_open)
+		want = nr_open;
+	if (want > rl.rlim_max) {
+		struct rlimit more = { want, want };
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+			return;
+	}
+	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < (rlim_t)cfg->max_connections)
+		log_warn("the descriptor limit is %lu: each worker can hold about that many "
+			 "connections, not limits.max_connections (%u)", (unsigned long)rl.rlim_cur,
+			 cfg->max_connections);
+}
+
 static int check_pid_file(void)
 {
 	FILE *f = fopen(cfg->pid_file, "r");
@@ -197,7 +228,7 @@ static int check_pid_file(void)
 	return 0;
 }
 
-static int open_listener(const struct listener_config *l)
+static int open_listener(const struct listener_config *l, bool probe)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -221,10 +252,11 @@ static int open_listener(const struct listener_config *l)
 		return -1;
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	if (!probe)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || (!probe && listen(fd, 4096) < 0)) {
 		int e = errno;
 		close(fd);
 		errno = e;
@@ -242,10 +274,24 @@ static int open_listeners(void)
 	listen_fds = calloc((size_t)n, sizeof *listen_fds);
 	if (!listen_fds)
 		return -1;
+	/* SO_REUSEPORT would let a second server (another xmppd, say, with
+	 * another data directory) bind the same address and silently take
+	 * half of the connections: first prove the port free with a plain
+	 * bind. */
+	for (int l = 0; l < cfg->listener_count; l++) {
+		const struct listener_config *lc = &cfg->listeners[l];
+		int fd = open_listener(lc, true);
+		if (fd < 0) {
+			log_error("cannot listen on %s port %u: %s", lc->address, lc->port,
+				  strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
 	for (int w = 0; w < cfg->worker_count; w++) {
 		for (int l = 0; l < cfg->listener_count; l++) {
 			const struct listener_config *lc = &cfg->listeners[l];
-			int fd = open_listener(lc);
+			int fd = open_listener(lc, false);
 			if (fd < 0) {
 				log_error("cannot listen on %s port %u: %s", lc->address, lc->port,
 					  strerror(errno));
@@ -834,6 +880,7 @@ int supervisor_run(struct config *config)
 	}
 	if (check_pid_file() < 0)
 		return 1;
+	raise_fd_limit();
 	tls_global_init();
 	if (load_sasl_secret() < 0 || ensure_tls_files() < 0)
 		goto fail;

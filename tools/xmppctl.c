@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -182,6 +183,12 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 	char bare[1100];
 	if (needs_jid && account_jid(cfg, argv[1], bare, sizeof bare) < 0)
 		return EXIT_FAILED;
+	/* accounts may be added before the node first starts */
+	if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "xmppctl: cannot create data directory %s: %s\n", cfg->data_dir,
+			strerror(errno));
+		return EXIT_FAILED;
+	}
 	char err[512];
 	struct accounts *acc = accounts_open(cfg->data_dir, err, sizeof err);
 	if (!acc) {

@@ -1216,6 +1216,10 @@ void c2s_shutdown(struct conn *c)
 
 void c2s_tick(struct conn *c)
 {
+	/* Once a second: give back what a burst left behind (expat's buffers
+	 * and name pool, the stanza arena), so an idle stream holds little. */
+	if (c->xml)
+		xmlstream_trim(c->xml);
 	if (c->state == C2S_BOUND || c->state == C2S_CLOSING ||
 	    worker.now_ms - c->opened_ms <= AUTH_TIMEOUT_MS)
 		return;

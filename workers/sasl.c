@@ -30,7 +30,14 @@
  * ASCII passwords, and the same rule applies at account creation and login.
  *
  * Not thread-safe (the DRBG and the secret are per process, unlocked): every
- * xmppd process runs its SASL code on one thread.
+ * xmppd process runs its SASL code on one thread. The client functions other
+ * than scram_client_first() touch neither, so the load generator's threads
+ * may share them.
+ *
+ * Client key cache: RFC 5802 section 5.1 lets a client keep ClientKey and
+ * ServerKey, which depend only on the password, hash, salt and iteration
+ * count. The cache is matched on all of those but the password, which it
+ * does not keep, so the caller holds one per password.
  */
 #include "workers/sasl.h"
 
@@ -59,6 +66,9 @@
 
 static_assert(sizeof(((struct sasl_session *)0)->server_first) <= SASL_OUT_MAX,
 	      "a challenge must fit SASL_OUT_MAX");
+static_assert(sizeof(((struct scram_client_keys *)0)->client_key) >= SCRAM_HASH_MAX &&
+	      sizeof(((struct scram_client_keys *)0)->server_key) >= SCRAM_HASH_MAX,
+	      "a cached key must hold the longest hash");
 
 /* ---- primitives ------------------------------------------------------- */
 
@@ -993,8 +1003,53 @@ static int parse_iterations(struct span v, uint32_t max, uint32_t *out)
 	return 0;
 }
 
+/* The hash family that made a mechanism's keys: -PLUS binds the channel,
+ * its keys are SCRAM-SHA-256's. */
+static enum sasl_mech key_family(enum sasl_mech m)
+{
+	return m == SASL_MECH_SCRAM_SHA256_PLUS ? SASL_MECH_SCRAM_SHA256 : m;
+}
+
+/* ClientKey and ServerKey for C's password with SALT and ITERATIONS: from
+ * CACHE when it holds them, else derived (and stored when CACHE is given and
+ * the salt fits). */
+static int client_keys(const struct scram_client *c, const struct scram_hash *h,
+		       struct scram_client_keys *cache, const uint8_t *salt, size_t salt_len,
+		       uint32_t iterations, uint8_t *client_key, uint8_t *server_key)
+{
+	enum sasl_mech family = key_family(c->mech);
+	uint8_t stored_key[SCRAM_HASH_MAX];
+	int rc;
+
+	if (cache && cache->mech == family && cache->iterations == iterations &&
+	    cache->salt_len == salt_len && memcmp(cache->salt, salt, salt_len) == 0) {
+		memcpy(client_key, cache->client_key, h->len);
+		memcpy(server_key, cache->server_key, h->len);
+		return 0;
+	}
+	rc = scram_keys(h, c->password, strlen(c->password), salt, salt_len, iterations,
+			client_key, stored_key, server_key);
+	explicit_bzero(stored_key, sizeof stored_key);
+	if (rc < 0 || !cache || salt_len > sizeof cache->salt)
+		return rc;
+	explicit_bzero(cache, sizeof *cache);
+	cache->mech = family;
+	cache->iterations = iterations;
+	cache->salt_len = salt_len;
+	memcpy(cache->salt, salt, salt_len);
+	memcpy(cache->client_key, client_key, h->len);
+	memcpy(cache->server_key, server_key, h->len);
+	return 0;
+}
+
 int scram_client_final(struct scram_client *c, const char *server_first, size_t len,
 		       char *out, size_t cap)
+{
+	return scram_client_final_cached(c, NULL, server_first, len, out, cap);
+}
+
+int scram_client_final_cached(struct scram_client *c, struct scram_client_keys *keys,
+			      const char *server_first, size_t len, char *out, size_t cap)
 {
 	const struct scram_hash *h = mech_hash(c->mech);
 	uint8_t salt[SCRAM_CLIENT_SALT_MAX], cbind[sizeof c->gs2_header + sizeof c->cb_data];
@@ -1028,9 +1083,8 @@ int scram_client_final(struct scram_client *c, const char *server_first, size_t 
 	if (salt_len <= 0)
 		goto out;
 
-	rc = scram_keys(h, c->password, strlen(c->password), salt, (size_t)salt_len, iterations,
-			client_key, stored_key, server_key);
-	if (rc < 0)
+	rc = client_keys(c, h, keys, salt, (size_t)salt_len, iterations, client_key, server_key);
+	if (rc < 0 || (rc = digest(h, client_key, h->len, stored_key)) < 0)
 		goto out;
 
 	size_t gs2_len = strlen(c->gs2_header);

@@ -163,6 +163,36 @@ int scram_client_final(struct scram_client *c, const char *server_first, size_t 
  * -EACCES for a wrong signature or "e=...", -EPROTO when malformed. */
 int scram_client_verify(struct scram_client *c, const char *server_final, size_t len);
 
+/* Cached client keys (RFC 5802 section 5.1). ClientKey and ServerKey depend
+ * only on the password, the hash, the salt and the iteration count, so a
+ * client that logs in again with the same password may keep them and skip
+ * PBKDF2, which costs as much as the rest of the exchange many times over.
+ * A cache holds the keys of ONE password and keeps no trace of it, so it
+ * cannot tell two passwords apart: keep one per account. Zero it before its
+ * first use; wipe it (explicit_bzero) when done.
+ *
+ * scram_client_first_with_nonce(), scram_client_final(),
+ * scram_client_final_cached() and scram_client_verify() use no process-wide
+ * state, so threads may run them concurrently on their own structs;
+ * scram_client_first() draws its nonce from the per-process DRBG and may not. */
+#define SCRAM_CLIENT_KEYS_SALT_MAX 64
+struct scram_client_keys {
+	enum sasl_mech mech;  /* hash family: SCRAM_SHA1 or SCRAM_SHA256 (also for
+				 -PLUS); SASL_MECH_NONE: empty */
+	uint32_t iterations;
+	size_t salt_len;
+	uint8_t salt[SCRAM_CLIENT_KEYS_SALT_MAX];
+	uint8_t client_key[32];
+	uint8_t server_key[32];
+};
+/* scram_client_final() that takes ClientKey and ServerKey from KEYS when
+ * KEYS holds them for this mechanism's hash and the salt and iteration count
+ * of SERVER_FIRST; otherwise derives them and stores them in KEYS (a salt
+ * longer than SCRAM_CLIENT_KEYS_SALT_MAX is derived every time and KEYS left
+ * as it was). KEYS NULL: exactly scram_client_final(). Same return values. */
+int scram_client_final_cached(struct scram_client *c, struct scram_client_keys *keys,
+			      const char *server_first, size_t len, char *out, size_t cap);
+
 /* Base64 (RFC 4648, with padding; decoding refuses whitespace, junk and
  * non-canonical trailing bits). Return length written or -EINVAL / -ENOSPC.
  * Encoding also writes a terminating NUL (CAP must leave room for it). */

@@ -56,8 +56,13 @@
  *     detected in the first two bytes) is not-well-formed.
  *   - After </stream:stream> the stream is closed: later bytes are ignored
  *     (xmlstream_feed() returns XS_OK and consumes nothing).
- *   - Callbacks must not free or reset the stream; xmlstream_reset() called
- *     from a callback returns -EBUSY.
+ *   - Callbacks must not free, feed or reset their own stream: feeding
+ *     returns XS_ERR_INTERNAL, xmlstream_reset() returns -EBUSY. Feeding
+ *     after a reset request without xmlstream_reset() is XS_ERR_INTERNAL.
+ *   - The whole stream (expat, buffers, tree) may use XS_MEM_LIMIT bytes;
+ *     beyond that it is a policy-violation.
+ *   - xml_escape() NUL-terminates (CAP must leave room for it); xml_child()
+ *     with a NULL name matches any element.
  */
 #include "workers/xmlstream.h"
 

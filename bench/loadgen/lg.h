@@ -130,6 +130,8 @@ enum lg_iq_type { LG_IQ_NONE, LG_IQ_GET, LG_IQ_SET, LG_IQ_RESULT, LG_IQ_ERROR };
 struct lg_features {
 	bool starttls, bind, session, session_optional;
 	unsigned mechs; /* bit (1 << enum sasl_mech) per offered mechanism */
+	bool cb_listed;   /* XEP-0440: the server lists its channel-binding types */
+	bool cb_exporter; /* ... and tls-exporter is one of them */
 };
 
 #define LG_XML_TEXT_MAX 512
@@ -234,6 +236,17 @@ struct lg_counters {
 
 struct lg_thread;
 
+/* SCRAM keys of one account (RFC 5802 section 5.1 lets a client keep them):
+ * a login scenario logs the same accounts in again and again, and without
+ * them every login would cost the generator a PBKDF2, making it rather than
+ * the server the limit. Per thread, so no locks; direct-mapped on the
+ * account number, an entry of another account is simply replaced. */
+#define LG_KEY_CACHE_MAX 65536u /* entries per thread, about 150 bytes each */
+struct lg_key_slot {
+	uint32_t account;
+	struct scram_client_keys keys;
+};
+
 /* A per-thread intrusive FIFO: the start queue and the deadline lists. */
 struct lg_list {
 	struct lg_conn *head, *tail;
@@ -300,6 +313,8 @@ struct lg_thread {
 	uint64_t run_t0, paced, attempt;
 	unsigned rr;
 	struct lg_counters ctr;
+	struct lg_key_slot *keys;    /* SCRAM key cache, NULL when not used */
+	unsigned nkeys;
 	struct lg_hist *goal_hist;   /* start to goal */
 	struct lg_hist *msg_hist;    /* chat: send to delivery */
 	uint8_t rxbuf[65536];        /* what one recv() brings */
@@ -343,6 +358,7 @@ struct lg_scenario {
 	const char *name;
 	enum lg_goal goal;
 	bool login_phase;  /* all connections log in before the measured window */
+	bool repeat_logins; /* accounts log in again and again: cache SCRAM keys */
 	/* Slots on thread ID of N. */
 	unsigned (*slots)(const struct lg_opts *o, unsigned id, unsigned n);
 	/* Accounts, peers, and the first connections to queue. */

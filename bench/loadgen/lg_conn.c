@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@
 #define NS_STREAM "http://etherx.jabber.org/streams"
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_SASL_CB "urn:xmpp:sasl-cb:0"
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_CLIENT "jabber:client"
@@ -79,7 +81,7 @@ enum lg_state {
 };
 
 /* Where inside <stream:features/> the parser is (struct lg_xml.sub). */
-enum { SUB_NONE, SUB_MECHS, SUB_SESSION, SUB_BODY_DONE };
+enum { SUB_NONE, SUB_MECHS, SUB_SESSION, SUB_CB, SUB_BODY_DONE };
 
 /* ---- small things ------------------------------------------------------ */
 
@@ -332,7 +334,7 @@ static void xml_top_start(struct lg_xml *x, const XML_Char *name, const XML_Char
 	}
 }
 
-static void xml_features_child(struct lg_xml *x, const XML_Char *name)
+static void xml_features_child(struct lg_xml *x, const XML_Char *name, const XML_Char **atts)
 {
 	struct lg_features *f = &x->features;
 
@@ -346,20 +348,28 @@ static void xml_features_child(struct lg_xml *x, const XML_Char *name)
 		else if (name_is(name, NS_SESSION, "session")) {
 			f->session = true;
 			x->sub = SUB_SESSION;
+		} else if (name_is(name, NS_SASL_CB, "sasl-channel-binding")) {
+			f->cb_listed = true;
+			x->sub = SUB_CB;
 		}
 	} else if (x->depth == 4) {
+		const XML_Char *type;
+
 		if (x->sub == SUB_MECHS && name_is(name, NS_SASL, "mechanism"))
 			xml_collect(x);
 		else if (x->sub == SUB_SESSION && name_is(name, NS_SESSION, "optional"))
 			f->session_optional = true;
+		else if (x->sub == SUB_CB && name_is(name, NS_SASL_CB, "channel-binding") &&
+			 (type = attr(atts, "type")) && strcmp(type, "tls-exporter") == 0)
+			f->cb_exporter = true;
 	}
 }
 
-static void xml_child_start(struct lg_xml *x, const XML_Char *name)
+static void xml_child_start(struct lg_xml *x, const XML_Char *name, const XML_Char **atts)
 {
 	switch (x->top) {
 	case LG_EV_FEATURES:
-		xml_features_child(x, name);
+		xml_features_child(x, name, atts);
 		break;
 	case LG_EV_MESSAGE:
 		if (x->depth == 3 && x->sub != SUB_BODY_DONE && name_is(name, NS_CLIENT, "body"))
@@ -391,7 +401,7 @@ static void XMLCALL xml_start(void *ud, const XML_Char *name, const XML_Char **a
 	} else if (x->depth == 2) {
 		xml_top_start(x, name, atts);
 	} else {
-		xml_child_start(x, name);
+		xml_child_start(x, name, atts);
 	}
 }
 
@@ -909,15 +919,76 @@ static void conn_reach_goal(struct lg_conn *c)
 	t->scn->on_goal(c);
 }
 
-static int conn_auth_begin(struct lg_conn *c, unsigned offered)
+/* The account's slot in the thread's SCRAM key cache (emptied when it held
+ * another account), or NULL when the scenario keeps no keys. */
+static struct scram_client_keys *conn_cached_keys(struct lg_conn *c)
+{
+	struct lg_thread *t = c->thread;
+	struct lg_key_slot *k;
+
+	if (!t->keys)
+		return NULL;
+	k = &t->keys[(c->account - t->opts->first) % t->nkeys];
+	if (k->account != c->account) {
+		explicit_bzero(&k->keys, sizeof k->keys);
+		k->account = c->account;
+	}
+	return &k->keys;
+}
+
+/* SASL failed: once our proof went out (step 1 on), cached keys may be the
+ * reason (a password changed under an unchanged salt), so the account's next
+ * login derives them afresh. */
+static int conn_auth_fail(struct lg_conn *c)
+{
+	struct scram_client_keys *k = c->scram && c->sasl_step > 0 ? conn_cached_keys(c) : NULL;
+
+	if (k)
+		explicit_bzero(k, sizeof *k);
+	return conn_fail(c, LG_ERR_AUTH);
+}
+
+/* RFC 9266 tls-exporter, as xmppd binds: only over TLS 1.3, because below
+ * it the value is safe only with the extended master secret and wolfSSL does
+ * not say whether that was negotiated. A server that lists its binding types
+ * (XEP-0440) must list this one; to one that lists none we offer it anyway,
+ * RFC 9266 making it the default for TLS 1.3. */
+static int tls_exporter(struct lg_conn *c, const struct lg_features *f, uint8_t out[32])
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+
+	if (!c->tls_done || wolfSSL_version(c->ssl) != TLS1_3_VERSION ||
+	    (f->cb_listed && !f->cb_exporter))
+		return -EOPNOTSUPP;
+	if (wolfSSL_export_keying_material(c->ssl, out, 32, label, sizeof label - 1, NULL, 0, 0) !=
+	    WOLFSSL_SUCCESS)
+		return -EIO;
+	return 0;
+}
+
+/* A SCRAM client nonce: 18 random bytes, base64. From the kernel rather than
+ * scram_client_first(), whose DRBG is per process and unlocked while our
+ * threads log in at the same time. */
+static int scram_nonce(char *out, size_t cap)
+{
+	uint8_t raw[18];
+
+	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+		return -EIO;
+	return base64_encode(raw, sizeof raw, out, cap);
+}
+
+static int conn_auth_begin(struct lg_conn *c, const struct lg_features *f)
 {
 	struct lg_thread *t = c->thread;
 	const struct lg_opts *o = t->opts;
 	enum sasl_mech m = o->mech;
-	char user[128], pass[128], raw[768], b64[1100];
+	bool plus = m == SASL_MECH_SCRAM_SHA256_PLUS;
+	char user[128], pass[128], raw[768], b64[1100], cnonce[32];
+	uint8_t cb[32];
 	int raw_len, ulen, plen, r;
 
-	if (!(offered & (1u << m)))
+	if (!(f->mechs & (1u << m)) || (plus && tls_exporter(c, f, cb) < 0))
 		return conn_fail(c, LG_ERR_AUTH);
 	ulen = lg_pattern_format(&o->user, c->account, user, sizeof user);
 	plen = lg_pattern_format(&o->password, c->account, pass, sizeof pass);
@@ -931,9 +1002,15 @@ static int conn_auth_begin(struct lg_conn *c, unsigned offered)
 		raw_len = 2 + ulen + plen;
 	} else {
 		c->scram = calloc(1, sizeof *c->scram);
-		if (!c->scram)
+		if (!c->scram || scram_nonce(cnonce, sizeof cnonce) < 0) {
+			explicit_bzero(pass, sizeof pass);
 			return conn_fail(c, LG_ERR_LOCAL);
-		raw_len = scram_client_first(c->scram, m, user, pass, NULL, 0, raw, sizeof raw);
+		}
+		/* without -PLUS: "n", we choose not to bind ("y" would tell a
+		 * server offering -PLUS that it was stripped) */
+		raw_len = scram_client_first_with_nonce(c->scram, m, user, pass, plus ? cb : NULL,
+							plus ? sizeof cb : 0, cnonce, raw,
+							sizeof raw);
 	}
 	explicit_bzero(pass, sizeof pass);
 	r = raw_len < 0 ? raw_len : base64_encode((const uint8_t *)raw, (size_t)raw_len, b64, sizeof b64);
@@ -961,7 +1038,7 @@ static int conn_on_features(struct lg_conn *c, const struct lg_features *f)
 			conn_reach_goal(c); /* plaintext: the stream is the handshake */
 			return 0;
 		}
-		return conn_auth_begin(c, f->mechs);
+		return conn_auth_begin(c, f);
 	}
 	if (!f->bind)
 		return conn_fail(c, LG_ERR_BIND);
@@ -995,7 +1072,8 @@ static int conn_on_challenge(struct lg_conn *c, const struct lg_xml_event *ev)
 	if (!c->scram || n < 0)
 		return conn_fail(c, LG_ERR_AUTH);
 	if (c->sasl_step == 0) {
-		r = scram_client_final(c->scram, in, (size_t)n, reply, sizeof reply);
+		r = scram_client_final_cached(c->scram, conn_cached_keys(c), in, (size_t)n, reply,
+					      sizeof reply);
 		if (r < 0 || (r = base64_encode((const uint8_t *)reply, (size_t)r, b64, sizeof b64)) < 0)
 			return conn_fail(c, LG_ERR_AUTH);
 		c->sasl_step = 1;
@@ -1003,7 +1081,7 @@ static int conn_on_challenge(struct lg_conn *c, const struct lg_xml_event *ev)
 	}
 	/* RFC 6120 6.3.10: server-final may come as a challenge, answered empty */
 	if (c->sasl_step != 1 || scram_client_verify(c->scram, in, (size_t)n) != 0)
-		return conn_fail(c, LG_ERR_AUTH);
+		return conn_auth_fail(c);
 	c->sasl_step = 2;
 	return conn_sendf(c, "<response xmlns='" NS_SASL "'/>");
 }
@@ -1017,9 +1095,9 @@ static int conn_on_success(struct lg_conn *c, const struct lg_xml_event *ev)
 		/* The server must prove it knows the password: in this <success/>
 		 * (step 1) or in a challenge already verified (step 2). */
 		if (c->sasl_step == 0 || n < 0)
-			return conn_fail(c, LG_ERR_AUTH);
+			return conn_auth_fail(c);
 		if (c->sasl_step == 1 && scram_client_verify(c->scram, in, (size_t)n) != 0)
-			return conn_fail(c, LG_ERR_AUTH);
+			return conn_auth_fail(c);
 		scram_discard(c);
 	}
 	c->authed = true;
@@ -1037,7 +1115,7 @@ static int conn_on_sasl(struct lg_conn *c, const struct lg_xml_event *ev)
 	case LG_EV_SUCCESS:
 		return conn_on_success(c, ev);
 	case LG_EV_SASL_FAILURE:
-		return conn_fail(c, LG_ERR_AUTH);
+		return conn_auth_fail(c);
 	default:
 		return conn_fail(c, LG_ERR_PROTOCOL);
 	}
@@ -1359,6 +1437,8 @@ int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t l
 
 	if (c->state != ST_READY)
 		return -ENOTCONN;
+	/* refused short of the hard cap: a full backlog skips a message here
+	 * instead of failing the connection in conn_send() */
 	if (c->out_len + cap > LG_OUT_MAX)
 		return -ENOBUFS;
 	if (lg_pattern_format(&o->user, to, user, sizeof user) < 0 ||
@@ -1576,6 +1656,12 @@ int lg_thread_new(struct lg_thread **out, unsigned id, unsigned nthreads,
 	t->msg_hist = calloc(1, sizeof *t->msg_hist);
 	if (!t->conns || !t->goal_hist || !t->msg_hist)
 		goto fail;
+	if (scn->repeat_logins && opts->mech != SASL_MECH_PLAIN && opts->accounts > 0) {
+		t->nkeys = opts->accounts < LG_KEY_CACHE_MAX ? opts->accounts : LG_KEY_CACHE_MAX;
+		t->keys = calloc(t->nkeys, sizeof *t->keys);
+		if (!t->keys)
+			goto fail;
+	}
 	for (unsigned i = 0; i < t->nconns; i++) {
 		t->conns[i].thread = t;
 		t->conns[i].fd = -1;
@@ -1617,6 +1703,9 @@ void lg_thread_free(struct lg_thread *t)
 		close(t->timerfd);
 	if (t->ctlfd >= 0)
 		close(t->ctlfd);
+	if (t->keys)
+		explicit_bzero(t->keys, t->nkeys * sizeof *t->keys);
+	free(t->keys);
 	free(t->conns);
 	free(t->goal_hist);
 	free(t->msg_hist);

@@ -355,6 +355,7 @@ static const struct lg_scenario scenarios[] = {
 	{
 		.name = "login",
 		.goal = LG_GOAL_LOGIN,
+		.repeat_logins = true,
 		.slots = login_slots,
 		.setup = login_setup,
 		.on_goal = lg_conn_close,

@@ -54,7 +54,7 @@ static void usage(FILE *f)
 	      "  --size N                chat: body bytes (at least the 46-byte header)\n"
 	      "  --tls starttls|direct|none  (starttls)\n"
 	      "  --ca FILE               verify the server certificate against FILE\n"
-	      "  --mech PLAIN|SCRAM-SHA-1|SCRAM-SHA-256  (SCRAM-SHA-256)\n"
+	      "  --mech PLAIN|SCRAM-SHA-1|SCRAM-SHA-256|SCRAM-SHA-256-PLUS  (SCRAM-SHA-256)\n"
 	      "  --threads N             threads, each its own epoll loop (1)\n"
 	      "  --source-range A-B      spread connections over source addresses\n"
 	      "  --concurrency N         connections logging in at once (100)\n"
@@ -163,8 +163,8 @@ static int parse_mech(const char *s, enum sasl_mech *out)
 {
 	enum sasl_mech m = sasl_mech_from_name(s);
 
-	/* -PLUS needs tls-exporter from the handshake: not offered here yet */
-	if (m != SASL_MECH_PLAIN && m != SASL_MECH_SCRAM_SHA1 && m != SASL_MECH_SCRAM_SHA256)
+	if (m != SASL_MECH_PLAIN && m != SASL_MECH_SCRAM_SHA1 && m != SASL_MECH_SCRAM_SHA256 &&
+	    m != SASL_MECH_SCRAM_SHA256_PLUS)
 		return -EINVAL;
 	*out = m;
 	return 0;
@@ -235,6 +235,11 @@ static int check_options(struct lg_opts *o, const char *user, const char *passwo
 	}
 	if (o->src_count && o->server.ss_family != AF_INET) {
 		fprintf(stderr, "xmpp-loadgen: --source-range needs an IPv4 server\n");
+		return -EINVAL;
+	}
+	if (o->mech == SASL_MECH_SCRAM_SHA256_PLUS && o->tls == LG_TLS_NONE) {
+		fprintf(stderr, "xmpp-loadgen: %s binds to the TLS channel: not with --tls none\n",
+			sasl_mech_name(o->mech));
 		return -EINVAL;
 	}
 	if (o->timeout <= 0) {

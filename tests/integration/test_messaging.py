@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from xmpptest import TIMEOUT, error_condition, login, login_on_worker, message_seq
+from xmpptest import (NS_PING, NS_STREAM, TIMEOUT, RawStream, describe, error_condition, login,
+                      login_on_worker, message_seq, qname, stream_error_condition)
 
 COUNT = 1000
 
@@ -132,4 +133,29 @@ async def test_iq_between_resources_is_routed(node):
     result = await alice.ping(bob.jid)
     assert result["type"] == "result" and str(result["from"]) == bob.jid, result
     await alice.logout()
+    await bob.logout()
+
+
+async def test_forged_from_is_never_delivered(node):
+    """RFC 6120 8.1.2.1: the server stamps 'from' with the sender's full
+    JID, or rejects the stanza (<invalid-from/>); a forged 'from' never
+    reaches the recipient."""
+    await node.aadd_user("alice")
+    bob_jid, bob_pw = await node.aadd_user("bob")
+    await node.aadd_user("mallory", "mallory-pw")
+    bob = await login(node, bob_jid + "/b", bob_pw)
+    raw = await RawStream.connect(node)
+    mallory = await raw.login("mallory", "mallory-pw", resource="m")
+    await raw.send("<message from='alice@%s/desk' to='%s' type='chat' id='forged'>"
+                   "<body>trust me</body></message>" % (node.domain, bob.jid))
+    await raw.send("<iq type='get' id='after' to='%s'><ping xmlns='%s'/></iq>" % (
+        node.domain, NS_PING))
+    answer = await raw.recv()
+    if not isinstance(answer, str) and answer.tag == qname(NS_STREAM, "error"):
+        assert stream_error_condition(answer) == "invalid-from", describe(answer)
+    else:
+        # Accepted and stamped: bob sees mallory, not alice.
+        msg = await bob.next_message()
+        assert msg["body"] == "trust me" and str(msg["from"]) == mallory, msg
+    raw.close()
     await bob.logout()

@@ -76,7 +76,9 @@ SANITIZER_PATTERNS = (
     "LeakSanitizer",
 )
 ASSERTION_RE = re.compile(r"Assertion .* failed")
-CRASH_RE = re.compile(r"killed by signal")
+# A process of xmppd's that died: any respawn, an abnormal exit while
+# stopping, a worker that could not start.
+CRASH_RE = re.compile(r"killed by signal|; respawning|while stopping|could not start")
 
 
 def qname(ns, name):
@@ -400,7 +402,8 @@ class Node:
         return state != "Z" and self.config_path.encode() in cmdline
 
     def worker_pids_from_log(self):
-        return [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", self.log_text())]
+        """Every child the log says started (workers, election worker)."""
+        return [int(p) for p in re.findall(r"started \(pid (\d+)\)", self.log_text())]
 
     # -- logs ------------------------------------------------------------
 
@@ -468,7 +471,7 @@ class Node:
             for line in text.splitlines():
                 if CRASH_RE.search(line) and not any(r.search(line)
                                                      for r in self.expected_crashes):
-                    found.append("%s: unexpected crash: %s" % (origin, line))
+                    found.append("%s: unexpected process death: %s" % (origin, line))
         return found
 
     def diagnostics(self, lines=80):

@@ -9,10 +9,13 @@
  * answers by the script of RFC 6120: PLAIN and SCRAM-SHA-256 (with the
  * server side of workers/sasl.c), bind, the legacy session, presence, pings,
  * stream errors, timeouts, a chat pair with reordered delivery, and the
- * closing handshake.
+ * closing handshake. The SCRAM key cache is checked through the logins it
+ * makes succeed or fail, and SCRAM-SHA-256-PLUS runs over STARTTLS against a
+ * wolfSSL server whose own tls-exporter value must match the client's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
@@ -21,6 +24,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 
 #include "bench/loadgen/lg.h"
 #include "tests/unit/check.h"
@@ -198,6 +205,24 @@ static void test_xml_features(void)
 	CHECK(r.events == 2 && r.last == LG_EV_FEATURES);
 	CHECK(r.features.starttls && !r.features.bind && !r.features.session);
 	CHECK(r.features.mechs == ((1u << SASL_MECH_SCRAM_SHA256) | (1u << SASL_MECH_PLAIN)));
+	CHECK(!r.features.cb_listed && !r.features.cb_exporter);
+
+	/* XEP-0440: the channel-binding types, tls-exporter among others */
+	const char *cb = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+			 "<mechanism>SCRAM-SHA-256-PLUS</mechanism></mechanisms>"
+			 "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+			 "<channel-binding type='tls-unique'/><channel-binding type='tls-exporter'/>"
+			 "</sasl-channel-binding></stream:features>";
+	CHECK(feed_bytewise(&x, cb) == 0);
+	CHECK(r.features.mechs == 1u << SASL_MECH_SCRAM_SHA256_PLUS);
+	CHECK(r.features.cb_listed && r.features.cb_exporter);
+	/* a list without it, and the type outside the list, do not count */
+	const char *no_exporter = "<stream:features><sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+				  "<channel-binding type='tls-server-end-point'/>"
+				  "</sasl-channel-binding><channel-binding xmlns='urn:xmpp:sasl-cb:0' "
+				  "type='tls-exporter'/></stream:features>";
+	CHECK(lg_xml_feed(&x, no_exporter, strlen(no_exporter)) == 0);
+	CHECK(r.last == LG_EV_FEATURES && r.features.cb_listed && !r.features.cb_exporter);
 
 	/* after the restart the features are read afresh, with other prefixes */
 	lg_xml_reset(&x);
@@ -307,6 +332,7 @@ static void test_xml_rejects(void)
 struct server {
 	int listener;
 	int fd[2];
+	WOLFSSL *ssl[2]; /* after STARTTLS */
 	char buf[2][16384];
 	size_t len[2];
 };
@@ -367,12 +393,25 @@ static bool harness_start(struct harness *h, const char *scenario)
 	return lg_thread_new(&h->t, 0, 1, &h->opts, scn, &h->phase) == 0;
 }
 
+/* The server's end of connection I, and what it had read. */
+static void server_close(struct harness *h, int i)
+{
+	if (h->srv.ssl[i]) {
+		wolfSSL_free(h->srv.ssl[i]);
+		h->srv.ssl[i] = NULL;
+	}
+	if (h->srv.fd[i] >= 0)
+		close(h->srv.fd[i]);
+	h->srv.fd[i] = -1;
+	h->srv.len[i] = 0;
+	h->srv.buf[i][0] = '\0';
+}
+
 static void harness_free(struct harness *h)
 {
 	lg_thread_free(h->t);
 	for (int i = 0; i < 2; i++)
-		if (h->srv.fd[i] >= 0)
-			close(h->srv.fd[i]);
+		server_close(h, i);
 	close(h->srv.listener);
 }
 
@@ -398,8 +437,9 @@ static bool expect(struct harness *h, int i, const char *needle)
 			return true;
 		}
 		lg_thread_poll(h->t, 5);
-		ssize_t n = recv(s->fd[i], s->buf[i] + s->len[i], sizeof s->buf[i] - 1 - s->len[i],
-				 MSG_DONTWAIT);
+		size_t room = sizeof s->buf[i] - 1 - s->len[i];
+		ssize_t n = s->ssl[i] ? wolfSSL_read(s->ssl[i], s->buf[i] + s->len[i], (int)room)
+				      : recv(s->fd[i], s->buf[i] + s->len[i], room, MSG_DONTWAIT);
 		if (n > 0) {
 			s->len[i] += (size_t)n;
 			s->buf[i][s->len[i]] = '\0';
@@ -410,7 +450,10 @@ static bool expect(struct harness *h, int i, const char *needle)
 
 static void say(struct harness *h, int i, const char *text)
 {
-	if (send(h->srv.fd[i], text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text))
+	int len = (int)strlen(text);
+
+	if (h->srv.ssl[i] ? wolfSSL_write(h->srv.ssl[i], text, len) != len
+			  : send(h->srv.fd[i], text, (size_t)len, MSG_NOSIGNAL) != len)
 		abort();
 }
 
@@ -454,19 +497,29 @@ static int take_sasl(struct harness *h, int i, const char *tag, char *out, size_
 	return n;
 }
 
-/* The server's half of a login up to the first stream's features. */
-static bool open_stream(struct harness *h, int i, const char *mechs)
+/* The server's half of a stream's start: the client's header, our header
+ * and features with CHILDREN. */
+static bool open_stream_with(struct harness *h, int i, const char *children)
 {
-	char features[512];
+	char features[1024];
 
 	if (!expect(h, i, "<stream:stream") || !expect(h, i, "to='" DOMAIN "'") ||
 	    !expect(h, i, "version='1.0'>"))
 		return false;
-	snprintf(features, sizeof features,
-		 SERVER_HEAD "<stream:features><mechanisms xmlns='" NS_SASL "'>%s</mechanisms>"
-			     "</stream:features>", mechs);
+	snprintf(features, sizeof features, SERVER_HEAD "<stream:features>%s</stream:features>",
+		 children);
 	say(h, i, features);
 	return true;
+}
+
+/* The server's half of a login up to the first stream's features. */
+static bool open_stream(struct harness *h, int i, const char *mechs)
+{
+	char children[512];
+
+	snprintf(children, sizeof children, "<mechanisms xmlns='" NS_SASL "'>%s</mechanisms>",
+		 mechs);
+	return open_stream_with(h, i, children);
 }
 
 /* After <success/>: the restarted stream, bind, session when asked, presence. */
@@ -513,9 +566,16 @@ static bool close_stream(struct harness *h, int i)
 	if (!expect(h, i, "</stream:stream>"))
 		return false;
 	say(h, i, "</stream:stream>");
-	close(h->srv.fd[i]);
-	h->srv.fd[i] = -1;
+	server_close(h, i);
 	return true;
+}
+
+/* Run the client until it has failed N connections in all. */
+static bool wait_failed(struct harness *h, uint64_t n)
+{
+	for (int turn = 0; turn < 200 && counter(h, LG_C_FAILED) < n; turn++)
+		lg_thread_poll(h->t, 5);
+	return counter(h, LG_C_FAILED) == n;
 }
 
 static bool run_until_stopped(struct harness *h)
@@ -565,20 +625,21 @@ static int scram_lookup(void *arg, const char *username, struct scram_creds *out
 	return 0;
 }
 
-/* The server side of SCRAM-SHA-256 from workers/sasl.c against the client. */
-static bool scram_login(struct harness *h, int i)
+/* The server side of MECH from workers/sasl.c against the client, whose
+ * client-first must start with FIRST; CB is the server's tls-exporter value
+ * for -PLUS. The features are sent already. */
+static bool scram_exchange(struct harness *h, int i, enum sasl_mech mech, const uint8_t *cb,
+			   const char *first)
 {
 	static struct sasl_session s;
 	uint8_t out[512];
 	char in[512], b64[800], stanza[1024];
 	size_t out_len;
 
-	if (!open_stream(h, i, "<mechanism>PLAIN</mechanism><mechanism>SCRAM-SHA-256</mechanism>"))
-		return false;
 	int n = take_sasl(h, i, "auth", in, sizeof in);
-	if (n <= 0 || strncmp(in, "n,,n=user7,r=", 13) != 0)
+	if (n <= 0 || strncmp(in, first, strlen(first)) != 0)
 		return false;
-	if (sasl_start(&s, SASL_MECH_SCRAM_SHA256, scram_lookup, NULL, DOMAIN, NULL, 0, false,
+	if (sasl_start(&s, mech, scram_lookup, NULL, DOMAIN, cb, cb ? 32 : 0, cb != NULL,
 		       (const uint8_t *)in, (size_t)n, true, out, sizeof out, &out_len) !=
 	    SASL_CONTINUE)
 		return false;
@@ -602,6 +663,13 @@ static bool scram_login(struct harness *h, int i)
 	say(h, i, stanza);
 	sasl_session_clear(&s);
 	return true;
+}
+
+/* SCRAM-SHA-256 without TLS: features, then the exchange. */
+static bool scram_login(struct harness *h, int i)
+{
+	return open_stream(h, i, "<mechanism>PLAIN</mechanism><mechanism>SCRAM-SHA-256</mechanism>") &&
+	       scram_exchange(h, i, SASL_MECH_SCRAM_SHA256, NULL, "n,,n=user7,r=");
 }
 
 static void test_engine_scram_login(void)
@@ -629,6 +697,55 @@ static void test_engine_scram_login(void)
 	CHECK(counter(&h, LG_C_DONE) == 1);
 	set_phase(&h, LG_PHASE_STOP);
 	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+}
+
+/* login: an account's keys are derived once and used again; keys the server
+ * refuses are dropped. */
+static void test_engine_key_cache(void)
+{
+	struct harness h;
+
+	CHECK(scram_creds_new("pass7", 5, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	CHECK(harness_start(&h, "login"));
+	CHECK(h.t->keys != NULL && h.t->nkeys == 1);
+	struct lg_key_slot *slot = &h.t->keys[0];
+
+	CHECK(accept_client(&h, 0));
+	CHECK(scram_login(&h, 0));
+	CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+	CHECK(counter(&h, LG_C_DONE) == 1);
+	CHECK(slot->account == 7 && slot->keys.mech == SASL_MECH_SCRAM_SHA256);
+	CHECK(slot->keys.iterations == SCRAM_DEFAULT_ITERATIONS && slot->keys.salt_len == 16 &&
+	      memcmp(slot->keys.salt, scram_account.salt, 16) == 0);
+
+	/* the next login of the account uses the cached keys: spoiled, it fails */
+	slot->keys.client_key[0] ^= 1;
+	CHECK(accept_client(&h, 0));
+	CHECK(scram_login(&h, 0));
+	CHECK(wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1);
+	CHECK(slot->keys.mech == SASL_MECH_NONE); /* refused keys are dropped */
+	server_close(&h, 0);
+
+	/* derived again, then used again: both logins succeed */
+	for (int k = 0; k < 2; k++) {
+		CHECK(accept_client(&h, 0));
+		CHECK(scram_login(&h, 0));
+		CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+		CHECK(slot->keys.mech == SASL_MECH_SCRAM_SHA256);
+	}
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_DONE) < 3; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(counter(&h, LG_C_DONE) == 3 && counter(&h, LG_C_FAILED) == 1);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+
+	/* scenarios that log each account in once keep no keys */
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	CHECK(harness_start(&h, "idle"));
+	CHECK(h.t->keys == NULL);
 	harness_free(&h);
 }
 
@@ -706,6 +823,173 @@ static void test_engine_failures(void)
 		lg_thread_poll(h.t, 5);
 	CHECK(errors_of(&h, LG_ERR_TLS) == 1);
 	harness_free(&h);
+}
+
+/* ---- SCRAM-SHA-256-PLUS over STARTTLS ------------------------------------ */
+
+/* A P-256 key and a self-signed certificate for example.test (openssl req
+ * -x509 -days 36500); the client does not check it without --ca. */
+static const char test_key_pem[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSsPUbMisPH/pgDnt\n"
+	"cze1xt+Jg0RB4BWRawTJxSGci1ShRANCAAR/U+PxyyhiPaenZFhYkber5rBlfo0q\n"
+	"GiaZWuzifUqQdt+uudxKb2fvcbw9H5RGotFzGw1HhcOE5RoPHQX58Nd/\n"
+	"-----END PRIVATE KEY-----\n";
+static const char test_cert_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBnTCCAUSgAwIBAgIUQmKz6pMzuwV2CIxaQ5DUCESbNcIwCgYIKoZIzj0EAwIw\n"
+	"FzEVMBMGA1UEAwwMZXhhbXBsZS50ZXN0MCAXDTI2MTEyMjAwMzk1MloYDzIxMjYx\n"
+	"MDI5MDAzOTUyWjAXMRUwEwYDVQQDDAxleGFtcGxlLnRlc3QwWTATBgcqhkjOPQIB\n"
+	"BggqhkjOPQMBBwNCAAR/U+PxyyhiPaenZFhYkber5rBlfo0qGiaZWuzifUqQdt+u\n"
+	"udxKb2fvcbw9H5RGotFzGw1HhcOE5RoPHQX58Nd/o2wwajAdBgNVHQ4EFgQUTRNn\n"
+	"oMUpNy045sun7XjPlsgZWcwwHwYDVR0jBBgwFoAUTRNnoMUpNy045sun7XjPlsgZ\n"
+	"WcwwDwYDVR0TAQH/BAUwAwEB/zAXBgNVHREEEDAOggxleGFtcGxlLnRlc3QwCgYI\n"
+	"KoZIzj0EAwIDRwAwRAIgee5+cn1jrXaOa3NDptO0f3C9ZUpoKtRgdwQ07nezRugC\n"
+	"IBSqHwqBKj//YCv0c5QvD8bervHaDVlyoLj+UQVnxzq1\n"
+	"-----END CERTIFICATE-----\n";
+
+static WOLFSSL_CTX *server_tls_ctx(bool tls12)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(tls12 ? wolfTLSv1_2_server_method()
+						 : wolfTLSv1_3_server_method());
+
+	if (!ctx ||
+	    wolfSSL_CTX_use_PrivateKey_buffer(ctx, (const unsigned char *)test_key_pem,
+					      sizeof test_key_pem - 1, WOLFSSL_FILETYPE_PEM) !=
+		    WOLFSSL_SUCCESS ||
+	    wolfSSL_CTX_use_certificate_buffer(ctx, (const unsigned char *)test_cert_pem,
+					       sizeof test_cert_pem - 1, WOLFSSL_FILETYPE_PEM) !=
+		    WOLFSSL_SUCCESS)
+		abort();
+	return ctx;
+}
+
+/* The first stream offers STARTTLS; <proceed/>, then the server's handshake
+ * on a non-blocking socket while the client's loop runs. */
+static bool server_starttls(struct harness *h, int i, WOLFSSL_CTX *ctx)
+{
+	int fd = h->srv.fd[i];
+
+	if (!open_stream_with(h, i, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+				    "</starttls>") ||
+	    !expect(h, i, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
+		return false;
+	say(h, i, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+	    !(h->srv.ssl[i] = wolfSSL_new(ctx)) || wolfSSL_set_fd(h->srv.ssl[i], fd) != WOLFSSL_SUCCESS)
+		return false;
+	for (int turn = 0; turn < 400; turn++) {
+		int r = wolfSSL_accept(h->srv.ssl[i]);
+		if (r == WOLFSSL_SUCCESS)
+			return true;
+		int e = wolfSSL_get_error(h->srv.ssl[i], r);
+		if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
+			return false;
+		lg_thread_poll(h->t, 5);
+	}
+	return false;
+}
+
+static void server_exporter(struct harness *h, int i, uint8_t out[32])
+{
+	if (wolfSSL_export_keying_material(h->srv.ssl[i], out, 32, "EXPORTER-Channel-Binding", 24,
+					   NULL, 0, 0) != WOLFSSL_SUCCESS)
+		abort();
+}
+
+/* Read what connection I still sends until the client closes it. */
+static void drain(struct harness *h, int i)
+{
+	struct server *s = &h->srv;
+
+	for (int turn = 0; turn < 400; turn++) {
+		size_t room = sizeof s->buf[i] - 1 - s->len[i];
+		ssize_t n = s->ssl[i] ? wolfSSL_read(s->ssl[i], s->buf[i] + s->len[i], (int)room)
+				      : recv(s->fd[i], s->buf[i] + s->len[i], room, MSG_DONTWAIT);
+		if (n > 0) {
+			s->len[i] += (size_t)n;
+			s->buf[i][s->len[i]] = '\0';
+			continue;
+		}
+		bool more = s->ssl[i] ? wolfSSL_get_error(s->ssl[i], (int)n) == WOLFSSL_ERROR_WANT_READ
+				      : n < 0 && errno == EAGAIN;
+		if (!more)
+			return;
+		lg_thread_poll(h->t, 5);
+	}
+}
+
+#define PLUS_MECHS "<mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-256</mechanism>" \
+		   "<mechanism>SCRAM-SHA-256-PLUS</mechanism></mechanisms>"
+#define CB_TYPES(t) "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='" \
+		    t "'/></sasl-channel-binding>"
+
+static void test_engine_plus_over_tls(void)
+{
+	WOLFSSL_CTX *tls13 = server_tls_ctx(false), *tls12 = server_tls_ctx(true);
+	struct harness h;
+	uint8_t cb[32];
+
+	CHECK(scram_creds_new("pass7", 5, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256_PLUS);
+	h.opts.tls = LG_TLS_STARTTLS;
+	CHECK(harness_start(&h, "login"));
+
+	/* TLS 1.3, tls-exporter listed (XEP-0440): the server's sasl.c accepts
+	 * the binding only if the client exported the same value */
+	CHECK(accept_client(&h, 0));
+	CHECK(server_starttls(&h, 0, tls13));
+	CHECK(open_stream_with(&h, 0, PLUS_MECHS CB_TYPES("tls-exporter")));
+	server_exporter(&h, 0, cb);
+	CHECK(scram_exchange(&h, 0, SASL_MECH_SCRAM_SHA256_PLUS, cb, "p=tls-exporter,,n=user7,r="));
+	CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+	CHECK(counter(&h, LG_C_DONE) == 1 && counter(&h, LG_C_ERRORS) == 0);
+
+	/* a server listing only other binding types gets no -PLUS attempt */
+	CHECK(accept_client(&h, 0));
+	CHECK(server_starttls(&h, 0, tls13));
+	CHECK(open_stream_with(&h, 0, PLUS_MECHS CB_TYPES("tls-server-end-point")));
+	CHECK(wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1);
+	drain(&h, 0);
+	CHECK(!memmem(h.srv.buf[0], h.srv.len[0], "<auth", 5));
+	server_close(&h, 0);
+
+	/* nor does one over TLS 1.2, even offering -PLUS */
+	CHECK(accept_client(&h, 0));
+	CHECK(server_starttls(&h, 0, tls12));
+	CHECK(open_stream_with(&h, 0, PLUS_MECHS));
+	CHECK(wait_failed(&h, 2) && errors_of(&h, LG_ERR_AUTH) == 2);
+	drain(&h, 0);
+	CHECK(!memmem(h.srv.buf[0], h.srv.len[0], "<auth", 5));
+	server_close(&h, 0);
+
+	/* TLS 1.3 without a XEP-0440 list: tls-exporter, TLS 1.3's default */
+	CHECK(accept_client(&h, 0));
+	CHECK(server_starttls(&h, 0, tls13));
+	CHECK(open_stream_with(&h, 0, PLUS_MECHS));
+	server_exporter(&h, 0, cb);
+	CHECK(scram_exchange(&h, 0, SASL_MECH_SCRAM_SHA256_PLUS, cb, "p=tls-exporter,,n=user7,r="));
+	CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_DONE) < 2; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(counter(&h, LG_C_DONE) == 2 && counter(&h, LG_C_FAILED) == 2);
+
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+	wolfSSL_CTX_free(tls13);
+	wolfSSL_CTX_free(tls12);
+
+	/* no channel to bind to at all: refused before anything is sent */
+	harness_init(&h, SASL_MECH_SCRAM_SHA256_PLUS);
+	CHECK(harness_start(&h, "login"));
+	CHECK(accept_client(&h, 0));
+	CHECK(open_stream(&h, 0, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"));
+	CHECK(wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1);
+	drain(&h, 0);
+	CHECK(!memmem(h.srv.buf[0], h.srv.len[0], "<auth", 5));
+	harness_free(&h);
+	wc_ecc_fp_free(); /* this thread's ECC cache, as the generator's threads do */
 }
 
 /* The next message stanza connection FROM sent, into HELD. */
@@ -802,6 +1086,8 @@ int main(void)
 	RUN(test_xml_rejects);
 	RUN(test_engine_plain_idle);
 	RUN(test_engine_scram_login);
+	RUN(test_engine_key_cache);
+	RUN(test_engine_plus_over_tls);
 	RUN(test_engine_bad_server_proof);
 	RUN(test_engine_failures);
 	RUN(test_engine_chat_pair);

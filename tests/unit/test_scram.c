@@ -916,6 +916,133 @@ static void test_creds_and_client_arguments(void)
 	}
 }
 
+/* ---- cached client keys --------------------------------------------------- */
+
+/* Client-final for PASSWORD against SERVER_FIRST (which extends the RFC 7677
+ * client nonce), through KEYS. */
+static int final_with(enum sasl_mech mech, const char *password, struct scram_client_keys *keys,
+		      const char *server_first, char *out, size_t cap)
+{
+	struct scram_client c;
+	char first[256];
+
+	if (scram_client_first_with_nonce(&c, mech, "user", password,
+					  mech == SASL_MECH_SCRAM_SHA256_PLUS ? cb_server : NULL,
+					  mech == SASL_MECH_SCRAM_SHA256_PLUS ? 32 : 0,
+					  "rOprNGfwEbeRWgbNEkqO", first, sizeof first) <= 0)
+		return -1;
+	return scram_client_final_cached(&c, keys, server_first, strlen(server_first), out, cap);
+}
+
+static void test_client_key_cache_hit(void)
+{
+	struct scram_client_keys keys;
+	struct scram_client c;
+	char out[512], first[256];
+
+	memset(&keys, 0, sizeof keys);
+	/* a miss derives, answers as without a cache, and fills the cache */
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	CHECK_STR(out, rfc7677_client_final);
+	CHECK(keys.mech == SASL_MECH_SCRAM_SHA256 && keys.iterations == 4096 &&
+	      keys.salt_len == 16);
+
+	/* a hit gives the same proof and the same server signature */
+	CHECK(scram_client_first_with_nonce(&c, SASL_MECH_SCRAM_SHA256, "user", "pencil", NULL, 0,
+					    "rOprNGfwEbeRWgbNEkqO", first, sizeof first) > 0);
+	CHECK(scram_client_final_cached(&c, &keys, rfc7677_server_first,
+					strlen(rfc7677_server_first), out, sizeof out) > 0);
+	CHECK_STR(out, rfc7677_client_final);
+	CHECK(scram_client_verify(&c, rfc7677_server_final, strlen(rfc7677_server_final)) == 0);
+
+	/* ...and it really comes from the cache, not the password: the cache
+	 * belongs to one password, and a wrong one is never looked at */
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "wrong", &keys, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	CHECK_STR(out, rfc7677_client_final);
+
+	/* -PLUS shares SCRAM-SHA-256's keys: a hit, proven by the wrong password
+	 * still matching a fresh derivation with the right one */
+	char plus_cached[512], plus_fresh[512];
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256_PLUS, "wrong", &keys, rfc7677_server_first,
+			 plus_cached, sizeof plus_cached) > 0);
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256_PLUS, "pencil", NULL, rfc7677_server_first,
+			 plus_fresh, sizeof plus_fresh) > 0);
+	CHECK_STR(plus_cached, plus_fresh);
+	CHECK(strncmp(plus_fresh, "c=cD10bHMtZXhwb3J0ZXIsL", 23) == 0); /* bound: p=tls-exporter */
+
+	/* NULL is scram_client_final() */
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", NULL, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	CHECK_STR(out, rfc7677_client_final);
+}
+
+static void test_client_key_cache_miss(void)
+{
+	static const char other_salt[] =
+		"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=QSXCR+Q6sek8bf92,i=4096";
+	static const char other_count[] =
+		"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4097";
+	static const char *const changed[] = { other_salt, other_count };
+	struct scram_client_keys keys, poisoned;
+	char out[512], want[512];
+
+	memset(&keys, 0, sizeof keys);
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	/* Poisoned keys under the RFC's salt: any use of them shows in the
+	 * proof, so a correct proof below means the cache was missed. */
+	memset(keys.client_key, 0x5a, sizeof keys.client_key);
+	memset(keys.server_key, 0xa5, sizeof keys.server_key);
+	poisoned = keys;
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	CHECK(strcmp(out, rfc7677_client_final) != 0); /* the poison is used on a hit */
+
+	for (size_t i = 0; i < 2; i++) {
+		keys = poisoned;
+		CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", NULL, changed[i], want,
+				 sizeof want) > 0);
+		CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, changed[i], out,
+				 sizeof out) > 0);
+		CHECK_STR(out, want);
+		/* the cache now holds the new keys: a second run hits them */
+		CHECK(memcmp(&keys, &poisoned, sizeof keys) != 0);
+		CHECK(final_with(SASL_MECH_SCRAM_SHA256, "wrong", &keys, changed[i], out,
+				 sizeof out) > 0);
+		CHECK_STR(out, want);
+	}
+	CHECK(keys.iterations == 4097);
+
+	/* another hash family misses: SHA-1 keys are not SHA-256 keys */
+	keys = poisoned;
+	CHECK(final_with(SASL_MECH_SCRAM_SHA1, "pencil", NULL, rfc7677_server_first, want,
+			 sizeof want) > 0);
+	CHECK(final_with(SASL_MECH_SCRAM_SHA1, "pencil", &keys, rfc7677_server_first, out,
+			 sizeof out) > 0);
+	CHECK_STR(out, want);
+	CHECK(keys.mech == SASL_MECH_SCRAM_SHA1);
+
+	/* a salt too long to keep is derived every time, the cache untouched */
+	char long_salt[256];
+	uint8_t salt[SCRAM_CLIENT_KEYS_SALT_MAX + 1];
+	char salt_b64[128];
+	memset(salt, 7, sizeof salt);
+	CHECK(base64_encode(salt, sizeof salt, salt_b64, sizeof salt_b64) > 0);
+	snprintf(long_salt, sizeof long_salt, "r=rOprNGfwEbeRWgbNEkqOsrv,s=%s,i=4096", salt_b64);
+	keys = poisoned;
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", NULL, long_salt, want, sizeof want) > 0);
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, long_salt, out, sizeof out) > 0);
+	CHECK_STR(out, want);
+	CHECK(memcmp(&keys, &poisoned, sizeof keys) == 0);
+
+	/* a refused server-first leaves the cache as it was */
+	CHECK(final_with(SASL_MECH_SCRAM_SHA256, "pencil", &keys, "r=x,s=QSXCR+Q6sek8bf92,i=4096",
+			 out, sizeof out) == -EPROTO);
+	CHECK(memcmp(&keys, &poisoned, sizeof keys) == 0);
+}
+
 /* A child that inherits the parent's DRBG state must not repeat its output. */
 static void test_nonces_differ_after_fork(void)
 {
@@ -976,5 +1103,7 @@ int main(void)
 	RUN(test_names_and_mechanisms);
 	RUN(test_creds_and_client_arguments);
 	RUN(test_nonces_differ_after_fork);
+	RUN(test_client_key_cache_hit);
+	RUN(test_client_key_cache_miss);
 	return check_exit();
 }
