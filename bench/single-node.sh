@@ -82,8 +82,11 @@ idle_run() {
 	# PLAIN is refused outside TLS, so plaintext streams log in with SCRAM
 	local mech=PLAIN
 	[ "$tls" = none ] && mech=SCRAM-SHA-256
-	loadgen --tls "$tls" --mech "$mech" --accounts "$conns" --duration 0 \
-		--concurrency 200 idle >"$dir/idle.out" &
+	# started directly (not through the function) so that $! is the
+	# generator itself; TERM because background jobs of a script ignore INT
+	build/xmpp-loadgen --server "$addr:$port" --domain localhost \
+		--source-range 127.0.3.1-127.0.3.254 --threads 2 --tls "$tls" --mech "$mech" \
+		--accounts "$conns" --duration 0 --concurrency 200 idle >"$dir/idle.out" 2>/dev/null &
 	local lg=$!
 	for _ in $(seq 1200); do
 		[ "$(build/xmppctl -c "$dir/xmppd.yaml" status | awk '/^sessions:/{print $2}')" -ge "$conns" ] && break
@@ -94,7 +97,7 @@ idle_run() {
 	read -r rss1 pss1 < <(memory_kib)
 	local sessions
 	sessions=$(build/xmppctl -c "$dir/xmppd.yaml" status | awk '/^sessions:/{print $2}')
-	kill -INT "$lg"
+	kill -TERM "$lg"
 	wait "$lg" || true
 	echo "| $tls | $sessions | $(( (rss1 - rss0) * 1024 / sessions )) | $(( (pss1 - pss0) * 1024 / sessions )) |"
 	# wait until the server has let go of them

@@ -518,13 +518,25 @@ static void route_to_user(const struct routed *r, const struct jid *to)
 
 /* ---- presence ---------------------------------------------------------------------- */
 
+/* The bare JID of C's account. */
+static void own_bare(const struct conn *c, char out[SESSDIR_JID_MAX])
+{
+	memcpy(out, c->jid, c->bare_len);
+	out[c->bare_len] = '\0';
+}
+
+/* Every session of C's account (C's own included). */
+static int own_sessions(const struct conn *c, struct sessdir_entry es[BARE_FANOUT])
+{
+	char bare[SESSDIR_JID_MAX];
+	own_bare(c, bare);
+	return sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+}
+
 static void broadcast_own(struct conn *c, const char *bytes, size_t len, enum stanza_type type)
 {
 	struct sessdir_entry es[BARE_FANOUT];
-	char bare[SESSDIR_JID_MAX];
-	memcpy(bare, c->jid, c->bare_len);
-	bare[c->bare_len] = '\0';
-	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+	int n = own_sessions(c, es);
 	for (int i = 0; i < n; i++) {
 		if (!es[i].available)
 			continue;
@@ -540,10 +552,7 @@ static void broadcast_own(struct conn *c, const char *bytes, size_t len, enum st
 static void probe_own(struct conn *c)
 {
 	struct sessdir_entry es[BARE_FANOUT];
-	char bare[SESSDIR_JID_MAX];
-	memcpy(bare, c->jid, c->bare_len);
-	bare[c->bare_len] = '\0';
-	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
+	int n = own_sessions(c, es);
 	for (int i = 0; i < n; i++) {
 		if (!es[i].available || !strcmp(es[i].jid, c->jid))
 			continue;
@@ -672,9 +681,8 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 		return;
 	}
 
-	char own_bare[SESSDIR_JID_MAX];
-	memcpy(own_bare, c->jid, c->bare_len);
-	own_bare[c->bare_len] = '\0';
+	char self_bare[SESSDIR_JID_MAX];
+	own_bare(c, self_bare);
 
 	if (!st->head.to) {
 		if (kind == ST_PRESENCE) {
@@ -683,9 +691,9 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 			handle_server_iq(c, st, type, NULL, true);
 		} else {
 			struct jid self;
-			jid_parse(&self, own_bare, c->bare_len);
+			jid_parse(&self, self_bare, c->bare_len);
 			struct routed r = { .kind = kind, .type = type, .id = st->head.id,
-					    .from = c->jid, .to = own_bare, .bytes = stamp.data,
+					    .from = c->jid, .to = self_bare, .bytes = stamp.data,
 					    .len = stamp.len };
 			route_to_user(&r, &self);
 		}
@@ -713,7 +721,7 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 			reply_error(c, kind, to_norm, st->head.id, "service-unavailable");
 		return; /* messages and presence to the server itself: nothing to do */
 	}
-	if (kind == ST_IQ && !to.resource[0] && !strcmp(to_norm, own_bare)) {
+	if (kind == ST_IQ && !to.resource[0] && !strcmp(to_norm, self_bare)) {
 		handle_server_iq(c, st, type, to_norm, true);
 		return;
 	}
