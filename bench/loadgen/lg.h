@@ -295,6 +295,7 @@ struct lg_thread {
 	enum lg_phase phase;
 	pthread_t tid;
 	int exited;                  /* atomic: the loop has ended */
+	int phase_seen;              /* atomic: the last phase this thread acted on */
 	int exit_err;
 	int epfd, timerfd, ctlfd;
 	uint64_t timer_at;           /* armed deadline, 0 disarmed */

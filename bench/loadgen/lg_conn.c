@@ -1560,6 +1560,8 @@ static void thread_on_control(struct lg_thread *t)
 		t->phase = p;
 		thread_on_phase(t);
 	}
+	/* after thread_on_phase: nothing of the old phase runs from now on */
+	__atomic_store_n(&t->phase_seen, (int)p, __ATOMIC_RELEASE);
 }
 
 int lg_thread_poll(struct lg_thread *t, int timeout_ms)
@@ -1645,6 +1647,7 @@ int lg_thread_new(struct lg_thread **out, unsigned id, unsigned nthreads,
 	t->scn = scn;
 	t->phase_word = phase_word;
 	t->phase = (enum lg_phase)__atomic_load_n(phase_word, __ATOMIC_ACQUIRE);
+	t->phase_seen = (int)t->phase;
 	t->nconns = scn->slots(opts, id, nthreads);
 	t->max_in_progress = share(opts->concurrency, id, nthreads);
 	if (t->max_in_progress == 0)

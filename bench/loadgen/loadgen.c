@@ -487,8 +487,14 @@ static bool logins_settled(const struct run *r)
 	return sum(r, LG_C_DONE) + sum(r, LG_C_FAILED) >= r->slots;
 }
 
+/* Drained once every thread has left the run phase (until then one may
+ * still send a message the sums below do not know of) and everything sent
+ * has arrived. */
 static bool chat_drained(const struct run *r)
 {
+	for (unsigned i = 0; i < r->nthreads; i++)
+		if (__atomic_load_n(&r->threads[i]->phase_seen, __ATOMIC_ACQUIRE) != LG_PHASE_DRAIN)
+			return false;
 	return sum(r, LG_C_RECEIVED) + sum(r, LG_C_MSG_ERRORS) >= sum(r, LG_C_SENT);
 }
 

@@ -95,7 +95,7 @@ def assert_chat_adds_up(fig, pairs):
     assert fig["scenario"] == "chat" and fig["pairs"] == pairs, fig
     assert fig["online"] == 2 * pairs and fig["failed"] == 0, fig
     assert fig["sent"] > 0, "nothing sent: %s" % fig
-    assert fig["delivered"] == fig["sent"] and fig["lost"] == 0, fig
+    assert fig["delivered"] == fig["sent"] and fig["lost"] == 0, json.dumps(fig)
     assert fig["out_of_order"] == 0 and fig["msg_errors"] == 0, fig
     assert_no_errors(fig)
 
