@@ -70,7 +70,7 @@ static struct tls_ctx *tls;
 static struct tls_cert_info cert_info;
 static char tls_key_path[CONFIG_PATH_MAX], tls_cert_path[CONFIG_PATH_MAX];
 static int signal_fd = -1, control_fd = -1;
-static bool ready, stopping;
+static bool ready, stopping, quitting;
 static int64_t stop_deadline_ms;
 static int reload_client = -1;
 static uint64_t reload_target;
@@ -427,7 +427,7 @@ static void reap(void)
 			for (int r = 0; r < cfg->worker_count; r++)
 				reclaimed += ring_reclaim(shm_ring(shm, (uint32_t)r), (uint16_t)i);
 			if (stopping) {
-				if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				if (!quitting && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
 					log_warn("worker %d (pid %d) %s while stopping", i, (int)pid,
 						 how);
 				break;
@@ -841,7 +841,7 @@ static void handle_signals(void)
 		case SIGQUIT:
 			log_info("SIGQUIT: stopping at once");
 			signal_children(SIGKILL);
-			stopping = true;
+			stopping = quitting = true;
 			stop_deadline_ms = now_ms();
 			break;
 		case SIGUSR1:

@@ -587,7 +587,7 @@ static enum sasl_result finish_failure(struct sasl_session *s, enum sasl_failure
 	s->step = STEP_DONE;
 	s->user_exists = false;
 	wipe_creds(s);
-	explicit_bzero(s->username, sizeof s->username);
+	/* s->username stays: the name the client tried, for the log line */
 	return SASL_FAILURE;
 }
 

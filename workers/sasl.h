@@ -83,7 +83,8 @@ struct sasl_session {
 	uint8_t cb_data[64];         /* tls-exporter value (PLUS only) */
 	size_t cb_len;
 	bool cb_offered;             /* server offered -PLUS (for the 'y' flag check) */
-	char username[1024];         /* authenticated localpart on success */
+	char username[1024];         /* authenticated localpart on success; after a
+	                                failure, the name that was tried (for logs) */
 	/* SCRAM state */
 	bool user_exists;
 	struct scram_creds creds;
