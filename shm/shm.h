@@ -61,6 +61,7 @@ struct shm_control {
 	_Alignas(SHM_CACHELINE) _Atomic uint32_t accepting;   /* 1 = accept, 0 = disabled */
 	_Atomic uint32_t stopping;                            /* 1 = graceful stop under way */
 	_Atomic uint64_t reload_generation;                   /* bumped after a good reload */
+	_Atomic uint32_t log_level;                           /* enum log_level, applied at reload */
 	int64_t start_time;                                   /* unix seconds */
 	/* TLS files the workers load on the next reload generation. Written
 	 * before reload_generation is bumped (release), read after (acquire). */

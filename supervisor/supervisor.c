@@ -555,6 +555,7 @@ static int reload_begin(char *err, size_t errlen)
 	free(fresh);
 
 	struct shm_control *ctl = &shm->control;
+	atomic_store(&ctl->log_level, (uint32_t)cfg->log_level);
 	snprintf(ctl->tls_key, sizeof ctl->tls_key, "%s", key);
 	snprintf(ctl->tls_cert, sizeof ctl->tls_cert, "%s", cert);
 	snprintf(ctl->tls_bundle, sizeof ctl->tls_bundle, "%s", cfg->tls_bundle);
@@ -906,6 +907,7 @@ int supervisor_run(struct config *config)
 	}
 	shm->control.start_time = now_ms() / 1000;
 	atomic_store(&shm->control.accepting, 1);
+	atomic_store(&shm->control.log_level, (uint32_t)cfg->log_level);
 	snprintf(shm->control.tls_key, sizeof shm->control.tls_key, "%s", tls_key_path);
 	snprintf(shm->control.tls_cert, sizeof shm->control.tls_cert, "%s", tls_cert_path);
 	snprintf(shm->control.tls_bundle, sizeof shm->control.tls_bundle, "%s", cfg->tls_bundle);

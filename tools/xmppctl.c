@@ -272,6 +272,14 @@ int main(int argc, char **argv)
 	char err[CONFIG_ERR_MAX];
 	if (path) {
 		if (config_load(&cfg, path, err, sizeof err) < 0) {
+			/* A file that does not parse here would not parse in
+			 * xmppd either (same parser): the reload fails, and
+			 * the running node keeps its configuration. */
+			if (!strcmp(argv[0], "reload")) {
+				printf("reload failed: %s (xmppd keeps running with its "
+				       "current configuration)\n", err);
+				return EXIT_FAILED;
+			}
 			fprintf(stderr, "xmppctl: %s\n", err);
 			return EXIT_FAILED;
 		}

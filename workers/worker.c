@@ -228,6 +228,9 @@ static void conn_free(struct conn *c)
 /* Stop everything on C now; the slot goes when no operation is in flight. */
 static void conn_destroy(struct conn *c)
 {
+	if (!c->fd_closed)
+		log_debug("connection %u from %s closed after %lld ms", c->id, c->peer,
+			  (long long)(worker.now_ms - c->opened_ms));
 	if (!c->closed_notified) {
 		c->closed_notified = true;
 		c2s_closed(c);
@@ -382,6 +385,7 @@ static void on_accept(struct io_uring_cqe *cqe)
 	}
 	atomic_fetch_add_explicit(&worker.slot->accepted, 1, memory_order_relaxed);
 	peer_name(fd, c->peer, sizeof c->peer);
+	log_debug("connection %u from %s accepted on listener %d", c->id, c->peer, l);
 	if (c2s_open(c) < 0) {
 		conn_destroy(c);
 		return;
@@ -597,6 +601,7 @@ static void check_reload(void)
 	uint64_t gen = atomic_load_explicit(&ctl->reload_generation, memory_order_acquire);
 	if (gen == reload_seen)
 		return;
+	log_set_level((enum log_level)atomic_load(&ctl->log_level));
 	char err[512];
 	struct tls_ctx *fresh = tls_ctx_load(ctl->tls_key, ctl->tls_cert, ctl->tls_bundle, err,
 					     sizeof err);

@@ -148,3 +148,36 @@ async def test_sighup_reloads_and_logs_failures(make_node):
         await talk.advance(3)
     await alice.logout()
     await bob.logout()
+
+
+async def test_reload_of_a_broken_config_keeps_the_running_one(node):
+    """The YAML is part of the transaction too: a file that does not parse is
+    refused with its position, the node keeps serving, and a fixed file then
+    applies (here: the log level)."""
+    jid, pw = await node.aadd_user("alice")
+    good = open(node.config_path).read()
+    with open(node.config_path, "w") as f:
+        f.write(good.replace("level: info", "level: loud"))
+    # xmppctl reads the same file to find the node: it reports the failure
+    proc = await node.actl("reload", expect=1)
+    assert proc.stdout.startswith("reload failed: %s:" % node.config_path), proc.stdout
+    assert "logging.level" in proc.stdout, proc.stdout
+    # SIGHUP reaches xmppd itself, which refuses the file the same way
+    mark = node.log_size()
+    node.send_signal(signal.SIGHUP)
+    await node.await_log(r"reload failed: .*logging\.level: .*the running configuration "
+                         r"stays", since=mark)
+    raw = await RawStream.connect(node)
+    await raw.login("alice", pw)          # still serving, same certificate
+    raw.close()
+
+    with open(node.config_path, "w") as f:
+        f.write(good.replace("level: info", "level: debug"))
+    proc = await node.actl("reload")
+    assert proc.stdout == "reload: ok\n", proc.stdout
+    # debug lines appear only once the new level is in force
+    mark = node.log_size()
+    raw = await RawStream.connect(node)
+    await raw.login("alice", pw)
+    raw.close()
+    await node.await_log(r" DEBUG \[", since=mark)
