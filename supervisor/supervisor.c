@@ -198,8 +198,8 @@ static void raise_fd_limit(void)
 	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
 	setrlimit(RLIMIT_NOFILE, &rl);
 	if (rl.rlim_cur < (rlim_t)cfg->max_connections)
-		log_warn("the descriptor limit is %lu: each worker can hold about that many "
-			 "connections, not limits.max_connections (%u)", (unsigned long)rl.rlim_cur,
+		log_info("the descriptor limit is %lu: each worker can hold about that many "
+			 "connections (limits.max_connections is %u)", (unsigned long)rl.rlim_cur,
 			 cfg->max_connections);
 }
 
