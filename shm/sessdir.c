@@ -14,11 +14,14 @@
  * replace or a presence change writes a fresh record and swaps the slot to
  * it; only then is the old record freed. (That is what the one spare record
  * is for.) So a reader waits for nobody. The one thing it must check is that
- * the record it followed a slot to is still the one the slot names: after a
- * copy that is free, torn, or not what it looks for, it reads the slot again
- * and starts over on that slot if the word changed or the record's counter
- * moved since the copy (two swaps in a row give the slot its old word back,
- * naming a rewritten record: the free stack is LIFO).
+ * the record it followed a slot to is still the one the slot names: after
+ * every copy, before looking at it, it reads the slot again and starts over
+ * on that slot if the word changed or the record's counter moved since the
+ * copy (two swaps in a row give the slot its old word back, naming a
+ * rewritten record: the free stack is LIFO). A copy that passes is what the
+ * slot named at one instant of the lookup, so each slot yields its own entry
+ * once; a copy that fails may be another entry of the same account, which a
+ * bare lookup would otherwise take for this slot's (see read_slot).
  *
  * Chains. Inserts take the first tombstone (or, failing one, the first
  * never-used slot) on the chain. A slot becomes EMPTY again only when the
@@ -281,15 +284,15 @@ static void record_free(struct sessdir *sd, uint32_t r)
 /* ---- readers ---- */
 
 /*
- * Examine slot I of INDEX for KEY. Returns -1 at a never-used slot (the end
- * of the chain), 0 when the slot holds nothing matching, 1 with a consistent
- * copy of a matching live entry in OUT.
+ * Examine slot I of INDEX, whose word the caller loaded (acquire) as W, for
+ * KEY. Returns -1 at a never-used slot (the end of the chain), 0 when the
+ * slot holds nothing matching, 1 with a consistent copy of a matching live
+ * entry in OUT.
  */
-static int read_slot(struct sessdir *sd, _Atomic uint64_t *index, uint32_t i, uint64_t hash,
-		     const char *key, size_t len, bool bare, union sessdir_words *out)
+static int read_slot(struct sessdir *sd, _Atomic uint64_t *index, uint32_t i, uint64_t w,
+		     uint64_t hash, const char *key, size_t len, bool bare,
+		     union sessdir_words *out)
 {
-	uint64_t w = atomic_load_explicit(&index[i], memory_order_acquire);
-
 	for (;;) {
 		struct sessdir_record *rec;
 		uint64_t again;
@@ -302,18 +305,21 @@ static int read_slot(struct sessdir *sd, _Atomic uint64_t *index, uint32_t i, ui
 			return 0;
 		rec = sd_record(sd, slot_record(w));
 		rc = record_read(rec, out, &seq);
-		if (rc > 0 && entry_matches(&out->e, key, len, bare))
-			return 1;
-		/* Free, torn or someone else: the slot may have been swapped to a
-		 * new record (replace, presence) after we loaded it. The same word
-		 * again is not enough: two swaps in a row bring the old record back
-		 * from the free stack, rewritten (ABA). So the answer "no match
-		 * here" stands only if, after the slot still names the record, the
-		 * record is still the version we copied. */
+		/* The copy is this slot's entry only if the slot still names the
+		 * record and the record is still the version copied; a match is
+		 * no exception. Between our load of W and the copy, the writers
+		 * may replace this slot's entry A (A moves to a new record, W's
+		 * record R is freed) and then replace B, another resource of the
+		 * same account: B's new version takes R, the top of the LIFO
+		 * free stack. The copy of R is then a whole, live B, which a bare
+		 * lookup matches: it would count B twice (here and at B's own
+		 * slot) and miss A, which was present throughout. Nor is the same
+		 * word again enough: two swaps in a row bring R back to this slot
+		 * rewritten (ABA), hence the counter. */
 		again = atomic_load_explicit(&index[i], memory_order_acquire);
 		if (again == w && rc >= 0 &&
 		    atomic_load_explicit(&rec->seq, memory_order_acquire) == seq)
-			return 0;
+			return rc > 0 && entry_matches(&out->e, key, len, bare);
 		w = again;
 		shm_cpu_relax();
 	}
@@ -335,7 +341,8 @@ static int sessdir_walk(struct sessdir *sd, const char *key, size_t len, bool ba
 		int found = 0;
 
 		for (uint32_t n = 0; n < sd->slot_count; n++, i = (i + 1) & mask) {
-			int rc = read_slot(sd, index, i, hash, key, len, bare, &copy);
+			uint64_t w = atomic_load_explicit(&index[i], memory_order_acquire);
+			int rc = read_slot(sd, index, i, w, hash, key, len, bare, &copy);
 
 			if (rc < 0)
 				break;
@@ -787,6 +794,50 @@ struct sessdir *sessdir_attach(void *mem)
 		return NULL;
 	}
 	return sd;
+}
+
+/* ---- test seam ---- */
+
+int sessdir_probe_begin(struct sessdir *sd, const char *jid, struct sessdir_probe *p)
+{
+	size_t len = strnlen(jid, SESSDIR_JID_MAX);
+	uint32_t found, insert;
+	uint64_t hash;
+	int rc;
+
+	if (len == SESSDIR_JID_MAX)
+		return -ENOENT;
+	hash = sessdir_hash(sd, jid, bare_length(jid, len));
+	rc = sessdir_lock(sd);
+	if (rc < 0)
+		return rc;
+	p->gen = atomic_load_explicit(&sd->index_gen, memory_order_relaxed);
+	chain_find(sd, sd_index(sd, p->gen), jid, len, hash, &found, &insert);
+	if (found == NO_SLOT) {
+		rc = -ENOENT;
+	} else {
+		p->slot = found;
+		p->word = atomic_load_explicit(&sd_index(sd, p->gen)[found], memory_order_acquire);
+	}
+	sessdir_unlock(sd);
+	return rc;
+}
+
+int sessdir_probe_end(struct sessdir *sd, const struct sessdir_probe *p, const char *key,
+		      bool bare, struct sessdir_entry *out)
+{
+	size_t len = strnlen(key, SESSDIR_JID_MAX);
+	union sessdir_words copy;
+	int rc;
+
+	if (len == SESSDIR_JID_MAX || p->slot >= sd->slot_count)
+		return 0;
+	rc = read_slot(sd, sd_index(sd, p->gen), p->slot, p->word,
+		       sessdir_hash(sd, key, bare ? len : bare_length(key, len)), key, len, bare,
+		       &copy);
+	if (rc > 0)
+		*out = copy.e;
+	return rc;
 }
 
 /* ---- verification (tests) ---- */

@@ -1,8 +1,9 @@
 /*
  * Unit tests of shm/sessdir.c: lookups by full and bare JID, replace, owner
  * checks, limits, purge; thousands of random operations checked against a
- * plain model; a writer process churning while a reader looks up (no torn
- * entry, no stable entry ever missed); writers killed at random moments.
+ * plain model; a reader preempted between a slot word and its record; a
+ * writer process churning while a reader looks up (no torn entry, no stable
+ * entry ever missed); writers killed at random moments.
  */
 #include <errno.h>
 #include <sched.h>
@@ -478,6 +479,45 @@ static void test_random_against_model(void)
 	run_model(150, 100, 4, 40000); /* a bigger table, still filling up */
 }
 
+/* A reader loads the slot word of alice/a, naming record R, and is
+ * preempted. Writers replace alice/a (R is freed) and then alice/b, whose
+ * new version takes R from the LIFO free stack. The reader must follow the
+ * slot to alice/a's new record, not report alice/b, whole and live in R, as
+ * this slot's entry: a bare lookup would then miss alice/a and count alice/b
+ * twice. */
+static void test_stale_slot_word(void)
+{
+	size_t mapped;
+	struct sessdir *sd = dir_new(16, &mapped);
+	const char *a = "alice@example.com/a", *b = "alice@example.com/b";
+	struct sessdir_entry got, both[4];
+	struct sessdir_probe probe;
+	int total;
+
+	CHECK(sd != NULL);
+	if (!sd)
+		return;
+	CHECK(add(sd, a, 1, 1) == 0);
+	CHECK(add(sd, b, 1, 2) == 0);
+	CHECK(sessdir_probe_begin(sd, a, &probe) == 0);
+	CHECK(add(sd, a, 1, 3) == 1);
+	CHECK(add(sd, b, 1, 4) == 1);
+
+	memset(&got, 0, sizeof got);
+	CHECK(sessdir_probe_end(sd, &probe, "alice@example.com", true, &got) == 1);
+	CHECK_STR(got.jid, a);
+	CHECK(got.conn_gen == 3 && entry_consistent(&got));
+	CHECK(sessdir_probe_end(sd, &probe, a, false, &got) == 1);
+	CHECK_STR(got.jid, a);
+	CHECK(sessdir_probe_end(sd, &probe, b, false, &got) == 0); /* b is not in this slot */
+
+	CHECK(sessdir_lookup_bare(sd, "alice@example.com", both, 4, &total) == 2 && total == 2);
+	CHECK(strcmp(both[0].jid, both[1].jid) != 0);
+	CHECK(sessdir_probe_begin(sd, "alice@example.com/c", &probe) == -ENOENT);
+	CHECK(verify(sd) == 0);
+	dir_free(sd, mapped);
+}
+
 /* ---- concurrency ---- */
 
 struct shared_flags {
@@ -568,7 +608,7 @@ static void test_concurrent_reader(void)
 					  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	char jid[SESSDIR_JID_MAX];
 	uint64_t lookups = 0, torn = 0, missed = 0, churn_hits = 0, bare_bad = 0;
-	double end = now_seconds() + 2;
+	double end, give_up = now_seconds() + 30;
 	pid_t pids[2];
 
 	CHECK(sd != NULL && flags != MAP_FAILED);
@@ -584,9 +624,14 @@ static void test_concurrent_reader(void)
 			writer_main(sd, flags, (uint16_t)(2 + w));
 		CHECK(pids[w] > 0);
 	}
-	while (atomic_load(&flags->writers_ready) < 2 && now_seconds() < end)
+	while (atomic_load(&flags->writers_ready) < 2 && now_seconds() < give_up)
 		sched_yield();
-	while (now_seconds() < end) {
+	/* Two seconds, and longer on a starved machine until both sides did
+	 * enough work for the run to mean something. */
+	end = now_seconds() + 2;
+	while (now_seconds() < give_up &&
+	       (now_seconds() < end || lookups < 10000 ||
+		atomic_load(&flags->writer_ops) < 10000)) {
 		for (int round = 0; round < 100; round++, lookups++) {
 			struct sessdir_entry got, out[64];
 			int i = (int)rnd(200), n, total, stable_seen = 0;
@@ -684,7 +729,10 @@ static void test_dead_writers(void)
 	CHECK(add(sd, "after@example.com/lock", 1, 1) == 0);
 	CHECK(verify(sd) == 0);
 
-	for (int round = 0; round < 40; round++) {
+	/* At least 40 rounds; more while a starved CPU has let the writers do
+	 * too little between fork and kill for the rounds to mean anything. */
+	for (int round = 0; round < 40 || (atomic_load(&flags->writer_ops) <= 100 && round < 1000);
+	     round++) {
 		pid = fork();
 		if (pid == 0)
 			writer_main(sd, flags, 5);
@@ -723,6 +771,7 @@ int main(void)
 	RUN(test_limits);
 	RUN(test_purge_and_foreach);
 	RUN(test_random_against_model);
+	RUN(test_stale_slot_word);
 	RUN(test_concurrent_reader);
 	RUN(test_dead_writers);
 	return check_exit();
