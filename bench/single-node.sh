@@ -93,7 +93,7 @@ idle_run() {
 		kill -0 "$lg" 2>/dev/null || { echo "bench: the load generator stopped early" >&2; exit 1; }
 		sleep 0.5
 	done
-	sleep 2 # let allocations settle
+	sleep 8 # past the 5 s after which idle streams hibernate (workers/c2s.c)
 	read -r rss1 pss1 < <(memory_kib)
 	local sessions
 	sessions=$(build/xmppctl -c "$dir/xmppd.yaml" status | awk '/^sessions:/{print $2}')

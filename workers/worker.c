@@ -202,6 +202,7 @@ static struct conn *conn_new(int fd, int listener)
 	c->fd = fd;
 	c->listener = listener;
 	c->opened_ms = worker.now_ms;
+	c->last_input_ms = worker.now_ms;
 	conns[c->id] = c;
 	conn_live++;
 	atomic_fetch_add_explicit(&worker.slot->connections, 1, memory_order_relaxed);
@@ -442,6 +443,7 @@ static void on_recv(struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		char *data = recv_bufs + (size_t)bid * RECV_BUF_SIZE;
 		if (cqe->res > 0 && !c->fd_closed) {
+			c->last_input_ms = worker.now_ms;
 			atomic_fetch_add_explicit(&worker.slot->bytes_in, (uint64_t)cqe->res,
 						  memory_order_relaxed);
 			if (c->tls_active)

@@ -102,6 +102,7 @@ struct conn {
 	char stream_id[24];
 	char peer[SESSDIR_ADDR_MAX];
 	int64_t opened_ms;
+	int64_t last_input_ms;       /* bytes last arrived (or opened_ms) */
 	int64_t close_deadline_ms;
 };
 

@@ -47,6 +47,12 @@
  * one that is brought to the same point by parsing the stream header again
  * (its raw start tag is kept for this), with callbacks off. Byte offsets and
  * error positions are translated so the replacement is invisible.
+ * xmlstream_hibernate() goes further for a stream that has been idle a
+ * while: it frees the parser and everything else but the saved header, and
+ * the next feed builds the replacement then (the same replay). Both happen
+ * only between stanzas with every fed byte reported (fed == reported): then
+ * expat holds no partial token, and the header is all the state it needs,
+ * since prefixes a stanza declared went out of scope with the stanza.
  *
  * Choices the header leaves open:
  *   - max_depth counts the stanza element as depth 1.
@@ -106,7 +112,7 @@ struct tree_node {
 };
 
 struct xmlstream {
-	XML_Parser parser;
+	XML_Parser parser; /* NULL while hibernating */
 	struct xmlstream_callbacks cb;
 	void *ctx;
 	uint32_t max_stanza_size;
@@ -328,6 +334,11 @@ static char *arena_strdup(struct xmlstream *xs, const char *s)
  * column). */
 static void stream_position(const struct xmlstream *xs, unsigned long *line, unsigned long *col)
 {
+	if (!xs->parser) { /* hibernating: the position was saved */
+		*line = xs->line_base;
+		*col = xs->col_base;
+		return;
+	}
 	unsigned long l = XML_GetCurrentLineNumber(xs->parser);
 	unsigned long c = XML_GetCurrentColumnNumber(xs->parser);
 
@@ -344,7 +355,8 @@ static void stop(struct xmlstream *xs)
 {
 	if (!xs->stopped) {
 		xs->stopped = true;
-		XML_StopParser(xs->parser, XML_FALSE);
+		if (xs->parser)
+			XML_StopParser(xs->parser, XML_FALSE);
 	}
 }
 
@@ -960,6 +972,8 @@ static bool pending_tag_ended(struct xmlstream *xs)
 	return false;
 }
 
+static int parser_wake(struct xmlstream *xs);
+
 enum xs_error xmlstream_feed(struct xmlstream *xs, const char *data, size_t len,
 			     size_t *consumed)
 {
@@ -987,6 +1001,10 @@ enum xs_error xmlstream_feed(struct xmlstream *xs, const char *data, size_t len,
 			fail(xs, XS_ERR_NOT_WELL_FORMED, "encoding other than UTF-8");
 			return xs->err;
 		}
+	}
+	if (!xs->parser && parser_wake(xs) < 0) {
+		fail_nomem(xs);
+		return xs->err;
 	}
 
 	xs->feed = data;
@@ -1108,7 +1126,8 @@ void xmlstream_free(struct xmlstream *xs)
 {
 	if (!xs)
 		return;
-	parser_free(xs, xs->parser);
+	if (xs->parser)
+		parser_free(xs, xs->parser);
 	arena_reset(xs, true);
 	mem_free(xs, xs->buf);
 	mem_free(xs, xs->header);
@@ -1134,6 +1153,8 @@ int xmlstream_reset(struct xmlstream *xs)
 	if (xs->in_feed)
 		return -EBUSY;
 	state_init(xs);
+	if (!xs->parser)
+		return 0; /* hibernating: the next feed makes a fresh parser */
 	/* A parser that grew (big stanzas, many names) is not worth keeping:
 	 * XML_ParserReset keeps its buffer and table sizes. */
 	if (xs->mem_parser > XS_PARSER_IDLE_MAX)
@@ -1158,20 +1179,17 @@ static void XMLCALL on_replay_start(void *ud, const XML_Char *qname, const XML_C
 	*(bool *)ud = true;
 }
 
-/* Swap in a fresh parser brought to depth 1 by the stream header, so the
- * prefixes it declared stay in scope. Best effort: on failure the old
- * parser stays. */
-static void parser_renew(struct xmlstream *xs)
+/* A new parser brought to where the stream is, callbacks off: past the
+ * stream header, parsed again so the prefixes it declared are in scope, or
+ * at the start if no header has been parsed yet. NULL when out of memory
+ * (or if the header, which parsed before, failed to: not expected). */
+static XML_Parser parser_replay(struct xmlstream *xs)
 {
-	size_t limit = xs->mem_limit;
-	unsigned long line, col;
 	bool started = false;
-	XML_Parser p;
+	XML_Parser p = parser_create(xs);
 
-	xs->mem_limit = SIZE_MAX; /* both parsers exist for a moment */
-	p = parser_create(xs);
-	if (!p)
-		goto out;
+	if (!p || !xs->header)
+		return p;
 	struct xmlstream *prev = owner_enter(xs);
 	XML_SetUserData(p, &started);
 	XML_SetStartElementHandler(p, on_replay_start);
@@ -1179,19 +1197,54 @@ static void parser_renew(struct xmlstream *xs)
 	owner_leave(prev);
 	if (st != XML_STATUS_OK || !started) {
 		parser_free(xs, p);
-		goto out;
+		return NULL;
 	}
-	stream_position(xs, &line, &col);
+	return p;
+}
+
+/* Make P (from parser_replay) the stream's parser, now at stream offset
+ * `fed` and at stream position (LINE, COL). */
+static void parser_adopt(struct xmlstream *xs, XML_Parser p, unsigned long line,
+			 unsigned long col)
+{
 	xs->line_base = line;
 	xs->col_base = col;
 	xs->replay_line = XML_GetCurrentLineNumber(p);
 	xs->replay_col = XML_GetCurrentColumnNumber(p);
 	xs->index_base = (int64_t)xs->fed - (int64_t)xs->header_len;
-	parser_free(xs, xs->parser);
 	xs->parser = p;
 	parser_setup(xs, p);
-out:
+}
+
+/* Swap in a fresh parser (trim). Best effort: on failure the old parser
+ * stays. */
+static void parser_renew(struct xmlstream *xs)
+{
+	size_t limit = xs->mem_limit;
+	unsigned long line, col;
+	XML_Parser p;
+
+	xs->mem_limit = SIZE_MAX; /* both parsers exist for a moment */
+	p = parser_replay(xs);
+	if (p) {
+		stream_position(xs, &line, &col);
+		parser_free(xs, xs->parser);
+		parser_adopt(xs, p, line, col);
+	}
 	xs->mem_limit = limit;
+}
+
+/* Leave hibernation, from xmlstream_feed(); the position was saved by
+ * xmlstream_hibernate() (or is the start, after a reset). The stream's
+ * memory limit holds: a fresh parser is small. */
+static int parser_wake(struct xmlstream *xs)
+{
+	XML_Parser p = parser_replay(xs);
+
+	if (!p)
+		return -ENOMEM;
+	parser_adopt(xs, p, xs->line_base, xs->col_base);
+	return 0;
 }
 
 void xmlstream_trim(struct xmlstream *xs)
@@ -1210,9 +1263,28 @@ void xmlstream_trim(struct xmlstream *xs)
 			xs->buf_cap = xs->buf_len;
 		}
 	}
-	if (xs->err == XS_OK && !xs->stopped && xs->depth == 1 && xs->fed == xs->reported &&
-	    xs->mem_parser > XS_PARSER_IDLE_MAX)
+	if (xs->parser && xs->err == XS_OK && !xs->stopped && xs->depth == 1 &&
+	    xs->fed == xs->reported && xs->mem_parser > XS_PARSER_IDLE_MAX)
 		parser_renew(xs);
+}
+
+void xmlstream_hibernate(struct xmlstream *xs)
+{
+	unsigned long line, col;
+
+	/* fed == reported: expat holds no byte we have not seen as an event,
+	 * so the saved header is all a replacement needs (see the top) */
+	if (!xs->parser || xs->in_feed || xs->err != XS_OK || xs->stopped ||
+	    xs->reset_requested || xs->fed != xs->reported ||
+	    !(xs->depth == 1 || (xs->depth == 0 && xs->fed == 0)))
+		return;
+	stream_position(xs, &line, &col);
+	parser_free(xs, xs->parser);
+	xs->parser = NULL;
+	xs->line_base = line;
+	xs->col_base = col;
+	arena_reset(xs, true);
+	buf_release(xs);
 }
 
 size_t xmlstream_memory(const struct xmlstream *xs)

@@ -135,6 +135,15 @@ const char *xs_error_condition(enum xs_error e);
 size_t xmlstream_memory(const struct xmlstream *xs);
 /* Release buffers while idle (keeps the parser). */
 void xmlstream_trim(struct xmlstream *xs);
+/* For a stream that has been idle a while: free the parser itself and all
+ * buffers, keeping only the stream header's bytes and the offsets. The next
+ * xmlstream_feed() rebuilds the parser by parsing the saved header again
+ * (a few microseconds) and goes on exactly as if it had never stopped:
+ * same stanzas, offsets, limits and error texts. Does nothing unless the
+ * stream is between stanzas with every byte fed so far parsed (or is new
+ * and has been fed nothing), without an error, a close or a reset request,
+ * and not from inside one of its callbacks. */
+void xmlstream_hibernate(struct xmlstream *xs);
 
 /* Tree helpers */
 struct xml_node *xml_child(const struct xml_node *n, const char *ns, const char *name);

@@ -8,7 +8,9 @@
  *         /tmp/fuzz-corpus
  *
  * Input: bytes 0 and 1 pick the options (prefix a stream header, build
- * trees, trim between pieces, piece sizes, limits); the rest is the stream.
+ * trees, trim between pieces, piece sizes, limits, hibernate after random
+ * pieces); the rest is the stream. A hibernation that happens must leave
+ * the stream holding less, and one tried from a callback must not happen.
  * Every stanza is checked against the invariants of struct xml_stanza. A
  * stanza named "starttls" requests a reset, and the rest is fed as a new
  * stream. Each input is parsed twice, whole and in pieces, and the runs
@@ -38,6 +40,7 @@ static const char header[] = "<stream:stream xmlns='jabber:client' "
 struct run {
 	struct xmlstream *xs;
 	bool trees;
+	bool hibernate;
 	uint32_t max_stanza, max_depth;
 	uint64_t hash; /* of the stream header or stanza being recorded */
 	uint64_t recorded[MAX_RECORDED];
@@ -134,6 +137,13 @@ static int on_stanza(void *ctx, const struct xml_stanza *st)
 	hash_bytes(&r->hash, &st->start_tag_len, sizeof st->start_tag_len);
 	hash_str(&r->hash, st->head.to ? st->head.to : "-");
 	record(r);
+	if (r->hibernate) {
+		size_t before = xmlstream_memory(r->xs);
+
+		xmlstream_hibernate(r->xs); /* inside a callback: must do nothing */
+		if (xmlstream_memory(r->xs) != before)
+			abort();
+	}
 	if (strcmp(st->head.name, "starttls") == 0)
 		xmlstream_request_reset(r->xs);
 	return 0;
@@ -178,6 +188,13 @@ static enum xs_error feed_all(struct run *r, const uint8_t *data, size_t len, un
 			abort();
 		if (trim)
 			xmlstream_trim(r->xs);
+		if (r->hibernate && (rnd >> 8) % 3 == 0) {
+			size_t before = xmlstream_memory(r->xs);
+
+			xmlstream_hibernate(r->xs);
+			if (xmlstream_memory(r->xs) > before)
+				abort();
+		}
 	}
 	if (xmlstream_memory(r->xs) == 0)
 		abort();
@@ -219,6 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* small limits reach the checks; large ones the big-token paths */
 		r->max_stanza = opt2 & 1 ? 64 * 1024 : 1500;
 		r->max_depth = 2 + (opt2 >> 1) % 8;
+		r->hibernate = i == 1 && (opt2 & 16);
 		r->xs = xmlstream_new(&callbacks, r, r->max_stanza, r->max_depth);
 		if (!r->xs)
 			abort();

@@ -1,9 +1,10 @@
 /*
  * xmlstream unit tests: stanzas as raw bytes, trees, RFC 6120 restrictions,
- * limits, chunking, reparse deferral, reset, close, memory.
+ * limits, chunking, reparse deferral, reset, close, memory, hibernation.
  *
  * XML_Parse is interposed below (this program defines it and forwards to
- * libexpat's) to count how often and how the wrapper calls expat.
+ * libexpat's) to count how often and how the wrapper calls expat, and
+ * XML_ParserCreate_MM to make creating a parser fail.
  */
 #include "tests/unit/check.h"
 #include "workers/xmlstream.h"
@@ -32,6 +33,20 @@ enum XML_Status XMLCALL XML_Parse(XML_Parser p, const char *s, int len, int is_f
 	return real(p, s, len, is_final);
 }
 
+static bool fail_parser_create;
+
+XML_Parser XMLCALL XML_ParserCreate_MM(const XML_Char *encoding,
+				       const XML_Memory_Handling_Suite *suite,
+				       const XML_Char *sep)
+{
+	static XML_Parser(XMLCALL * real)(const XML_Char *, const XML_Memory_Handling_Suite *,
+					  const XML_Char *);
+
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "XML_ParserCreate_MM");
+	return fail_parser_create ? NULL : real(encoding, suite, sep);
+}
+
 /* ---- a recording client --------------------------------------------- */
 
 #define MAX_STANZAS 128
@@ -50,6 +65,8 @@ struct rec {
 	int reset_on; /* request a reset in the stanza with this index, -1 none */
 	int fail_on;  /* return non-zero from the stanza with this index */
 	int open_rc;
+	bool hibernate_in_cb;  /* try xmlstream_hibernate() from on_stanza */
+	int hibernated_in_cb;  /* ...and it changed the stream's memory */
 	int opens, closes, nstanzas;
 	char open_ns[64], open_name[64], default_ns[64], open_to[64];
 	struct stanza_rec st[MAX_STANZAS];
@@ -142,6 +159,12 @@ static int rec_stanza(void *ctx, const struct xml_stanza *st)
 	if (st->tree)
 		dump_node(s->tree, sizeof s->tree, st->tree);
 	r->nstanzas++;
+	if (r->hibernate_in_cb) {
+		size_t before = xmlstream_memory(r->xs);
+
+		xmlstream_hibernate(r->xs);
+		r->hibernated_in_cb += xmlstream_memory(r->xs) != before;
+	}
 	if (i == r->reset_on)
 		xmlstream_request_reset(r->xs);
 	return i == r->fail_on ? 1 : 0;
@@ -556,8 +579,25 @@ static void check_same_stanzas(const struct rec *a, const struct rec *b)
 		CHECK(a->st[i].start_tag_len == b->st[i].start_tag_len);
 		CHECK(a->st[i].self_closing == b->st[i].self_closing);
 		CHECK_STR(a->st[i].tree, b->st[i].tree);
+		CHECK_STR(a->st[i].ns, b->st[i].ns);
+		CHECK_STR(a->st[i].name, b->st[i].name);
 		CHECK_STR(a->st[i].to, b->st[i].to);
+		CHECK_STR(a->st[i].from, b->st[i].from);
+		CHECK_STR(a->st[i].type, b->st[i].type);
+		CHECK_STR(a->st[i].id, b->st[i].id);
 	}
+}
+
+/* Everything a client saw: headers, stanzas, closes. */
+static void check_same_run(const struct rec *a, const struct rec *b)
+{
+	check_same_stanzas(a, b);
+	CHECK(a->opens == b->opens);
+	CHECK(a->closes == b->closes);
+	CHECK_STR(a->open_ns, b->open_ns);
+	CHECK_STR(a->open_name, b->open_name);
+	CHECK_STR(a->default_ns, b->default_ns);
+	CHECK_STR(a->open_to, b->open_to);
 }
 
 static void test_every_split(void)
@@ -809,16 +849,17 @@ static void test_memory_trim(void)
 	free(s);
 }
 
-/* After a trim replaced the parser, error positions are those of the
- * stream, not of the replacement: on a later line, and on the line where
- * the replacement took over. */
+/* After a trim replaced the parser, or a hibernated stream woke up with a
+ * new one, error positions are those of the stream, not of the
+ * replacement: on a later line, and on the line where the replacement took
+ * over. */
 static void test_trim_keeps_positions(void)
 {
 	static const char *const tails[] = { "<a>\n<b></c>", "<a></c>" };
 	static const char *const want[] = { "line 5, column 6: mismatched tag",
 					    "line 4, column 19: mismatched tag" };
 	char big[40000];
-	char text[2][256];
+	char text[3][256];
 
 	snprintf(big, sizeof big, "<iq id='%0*d'/>", 30000, 7);
 	for (int t = 0; t < 2; t++) {
@@ -826,24 +867,34 @@ static void test_trim_keeps_positions(void)
 			"<stream:stream xmlns='jabber:client'\n xmlns:stream='" XMLNS_STREAMS "'>\n",
 			"<message>", big, "</message>\n  <presence/>", tails[t],
 		};
-		for (int trim = 0; trim < 2; trim++) {
+		/* 0: as is, 1: trimmed, 2: hibernating between the parts */
+		for (int mode = 0; mode < 3; mode++) {
 			struct rec *r = rec_new(64 * 1024, DEPTH);
 			enum xs_error e = XS_OK;
+			int slept = 0;
 
 			for (size_t i = 0; i < sizeof parts / sizeof parts[0] && e == XS_OK; i++) {
 				e = feed_chunked(r, parts[i], strlen(parts[i]), 500);
-				if (trim)
+				if (mode == 1)
 					xmlstream_trim(r->xs);
+				if (mode == 2) {
+					size_t before = xmlstream_memory(r->xs);
+
+					xmlstream_hibernate(r->xs);
+					slept += xmlstream_memory(r->xs) < before;
+				}
 			}
 			CHECK(e == XS_ERR_NOT_WELL_FORMED);
 			CHECK(r->nstanzas == 2);
-			snprintf(text[trim], sizeof text[trim], "%s", xmlstream_error_text(r->xs));
+			CHECK(mode != 2 || slept == 2); /* after the header and the presence */
+			snprintf(text[mode], sizeof text[mode], "%s", xmlstream_error_text(r->xs));
 			rec_free(r);
 		}
-		CHECK_STR(text[0], want[t]);
-		CHECK_STR(text[1], want[t]);
-		if (strcmp(text[0], want[t]) || strcmp(text[1], want[t]))
-			printf("  %s | %s\n", text[0], text[1]);
+		for (int mode = 0; mode < 3; mode++) {
+			CHECK_STR(text[mode], want[t]);
+			if (strcmp(text[mode], want[t]))
+				printf("  mode %d: %s\n", mode, text[mode]);
+		}
 	}
 }
 
@@ -908,6 +959,433 @@ static void test_memory_limit_tree(void)
 	free(s);
 }
 
+/* ---- hibernation ---------------------------------------------------- */
+
+/* Try to hibernate; whether it happened, seen in the stream's memory. */
+static bool hibernate(struct rec *r)
+{
+	size_t before = xmlstream_memory(r->xs);
+
+	xmlstream_hibernate(r->xs);
+	return xmlstream_memory(r->xs) < before;
+}
+
+/* What a client sends in its first minutes: on several lines, with an XML
+ * declaration, prefixes declared on the header and on a stanza, entities,
+ * CDATA, non-ASCII text, and whitespace keepalives (CR LF among them). */
+static const char client_stream[] =
+	"<?xml version='1.0' encoding='UTF-8'?>\n"
+	"<stream:stream xmlns='jabber:client' xmlns:stream='" XMLNS_STREAMS "'\n"
+	"  to='example.com' version='1.0' xml:lang='en'>\n"
+	"<iq type='set' id='bind_1'><bind xmlns='" XMLNS_BIND "'>"
+	"<resource>balcony</resource></bind></iq>\n"
+	"<presence><show>away</show><status>Gr\xc3\xbc\xc3\x9f" "e &amp; \xe2\x98\x95</status>"
+	"<priority>5</priority></presence>\r\n"
+	"<message to='juliet@example.com/balcony' from='romeo@example.net/orchard' type='chat' "
+	"id='m_1' xml:lang='de'><body>Wherefore art thou? &lt;3 &#x263A;</body>"
+	"<active xmlns='http://jabber.org/protocol/chatstates'/></message>  \t "
+	"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"
+	"<message to='a@b'><x:data xmlns:x='urn:x' x:a='1'>one</x:data>"
+	"<body><![CDATA[<not a tag>]]></body></message>\n"
+	"<stream:features/><r xmlns='urn:xmpp:sm:3'/> \n"
+	"</stream:stream>";
+
+#define CLIENT_STANZAS 7
+
+/* Where hibernating must work in client_stream: before any byte, and from
+ * the end of the header to the close tag wherever no stanza is open (but
+ * not after a CR: expat holds it back until it sees whether LF follows). */
+static bool client_stream_safe(const struct rec *ref, size_t at)
+{
+	const char *s = client_stream, *from = s;
+	const char *header_end = strstr(s, "'en'>") + strlen("'en'>");
+
+	if (at == 0)
+		return true;
+	if (at < (size_t)(header_end - s) || s[at - 1] == '\r' || at > strlen(s) - 16)
+		return false;
+	for (int i = 0; i < ref->nstanzas; i++) {
+		const char *st = strstr(from, ref->st[i].raw);
+
+		if (!st)
+			return false;
+		from = st + ref->st[i].raw_len;
+		if (at > (size_t)(st - s) && at < (size_t)(from - s))
+			return false;
+	}
+	return true;
+}
+
+/* Hibernating at any point of a stream, then feeding the rest, gives what
+ * the stream gives uninterrupted; and it works exactly at the safe points. */
+static void test_hibernate_every_point(void)
+{
+	const char *s = client_stream;
+	size_t len = strlen(s);
+	struct rec *ref = rec_new(BIG, DEPTH), *r;
+	int safe = 0, slept;
+
+	ref->want_tree = true;
+	CHECK(feed_str(ref, s) == XS_OK);
+	CHECK(ref->nstanzas == CLIENT_STANZAS && ref->closes == 1);
+	for (size_t i = 0; i <= len; i++) {
+		bool expect = client_stream_safe(ref, i), did;
+
+		r = rec_new(BIG, DEPTH);
+		r->want_tree = true;
+		CHECK(xmlstream_feed(r->xs, s, i, NULL) == XS_OK);
+		did = hibernate(r);
+		CHECK(did == expect);
+		if (did != expect)
+			printf("  at %zu (after '%.10s'): %s\n", i, s + (i > 10 ? i - 10 : 0),
+			       did ? "hibernated" : "did not hibernate");
+		safe += expect;
+		if (did) {
+			CHECK(xmlstream_memory(r->xs) < 1024);
+			CHECK(!hibernate(r)); /* once is enough */
+		}
+		CHECK(xmlstream_feed(r->xs, s + i, len - i, NULL) == XS_OK);
+		check_same_run(ref, r);
+		rec_free(r);
+	}
+	/* at least: before the first byte, after the header, after each stanza */
+	CHECK(safe >= 2 + CLIENT_STANZAS);
+
+	/* a byte at a time, hibernating wherever possible: many wake-ups */
+	r = rec_new(BIG, DEPTH);
+	r->want_tree = true;
+	slept = hibernate(r);
+	for (size_t i = 0; i < len; i++) {
+		CHECK(xmlstream_feed(r->xs, s + i, 1, NULL) == XS_OK);
+		slept += hibernate(r);
+	}
+	CHECK(slept == safe);
+	check_same_run(ref, r);
+	rec_free(r);
+	rec_free(ref);
+}
+
+static void test_hibernate_only_when_safe(void)
+{
+	static const struct {
+		const char *before, *after;
+		int stanzas;
+	} cases[] = {
+		{ HEADER "<message><body>hi", "</body></message>", 1 }, /* in a stanza */
+		{ HEADER "<message><body>hi</body></message", "><a/>", 2 }, /* in its end tag */
+		{ HEADER "<a/><", "b/>", 2 },                      /* a tag begins */
+		{ HEADER "<a/>\r", "\n<b/>", 2 },                  /* expat holds the CR */
+		{ "<stream:stream xmlns='jabber:client' ", "xmlns:stream='" XMLNS_STREAMS "'><a/>",
+		  1 },                                             /* in the header */
+		{ "<?xml version='1.0'?>", strstr(HEADER, "<stream:"), 0 }, /* before it */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct rec *r = rec_new(BIG, DEPTH);
+
+		CHECK(feed_str(r, cases[i].before) == XS_OK);
+		CHECK(!hibernate(r));
+		CHECK(feed_str(r, cases[i].after) == XS_OK);
+		CHECK(r->nstanzas == cases[i].stanzas);
+		CHECK(hibernate(r)); /* and now it can */
+		rec_free(r);
+	}
+
+	/* not after an error, a close, or a reset request */
+	struct rec *r = rec_new(BIG, DEPTH);
+	char text[256];
+	CHECK(feed_str(r, HEADER "<a></b>") == XS_ERR_NOT_WELL_FORMED);
+	snprintf(text, sizeof text, "%s", xmlstream_error_text(r->xs));
+	CHECK(!hibernate(r));
+	CHECK_STR(xmlstream_error_text(r->xs), text);
+	rec_free(r);
+	r = rec_new(BIG, DEPTH);
+	CHECK(feed_str(r, HEADER "<a/></stream:stream>") == XS_OK);
+	CHECK(r->closes == 1 && !hibernate(r));
+	rec_free(r);
+	r = rec_new(BIG, DEPTH);
+	r->reset_on = 0;
+	CHECK(feed_str(r, HEADER "<starttls/>") == XS_OK);
+	CHECK(xmlstream_reset_requested(r->xs) && !hibernate(r));
+	rec_free(r);
+
+	/* nor from inside its own callbacks */
+	r = rec_new(BIG, DEPTH);
+	r->hibernate_in_cb = true;
+	CHECK(feed_str(r, HEADER "<a/><b/>") == XS_OK);
+	CHECK(r->nstanzas == 2 && r->hibernated_in_cb == 0);
+	rec_free(r);
+}
+
+/* Feed in CHUNK pieces, hibernating after every piece. */
+static enum xs_error feed_chunked_hibernating(struct rec *r, const char *s, size_t len,
+					      size_t chunk)
+{
+	enum xs_error e = XS_OK;
+
+	for (size_t off = 0; off < len && e == XS_OK; off += chunk) {
+		e = xmlstream_feed(r->xs, s + off, len - off < chunk ? len - off : chunk, NULL);
+		xmlstream_hibernate(r->xs);
+	}
+	return e;
+}
+
+/* The size, depth and memory limits hold across a wake-up. */
+static void test_hibernate_limits(void)
+{
+	const uint32_t max = 2000;
+
+	for (size_t len = max - 1; len <= max + 1; len++) {
+		char *s = make_stanza(len);
+
+		for (size_t chunk = 7; chunk <= 7000; chunk *= 1000) {
+			struct rec *r = rec_new(max, DEPTH);
+			enum xs_error e;
+
+			CHECK(feed_str(r, HEADER) == XS_OK);
+			CHECK(hibernate(r));
+			e = feed_chunked_hibernating(r, s, len, chunk);
+			CHECK(len <= max ? e == XS_OK && r->nstanzas == 1 :
+					   e == XS_ERR_POLICY_VIOLATION && r->nstanzas == 0);
+			rec_free(r);
+		}
+		free(s);
+	}
+	for (int d = 4; d <= 5; d++) {
+		char *s = make_nested(d);
+		struct rec *r = rec_new(BIG, 4);
+
+		CHECK(feed_str(r, HEADER "<a/>") == XS_OK);
+		CHECK(hibernate(r));
+		CHECK(feed_str(r, s) == (d <= 4 ? XS_OK : XS_ERR_POLICY_VIOLATION));
+		CHECK(r->nstanzas == (d <= 4 ? 2 : 1));
+		rec_free(r);
+		free(s);
+	}
+
+	/* the stream's memory limit applies to what it builds after waking */
+	const uint32_t mmax = 64 * 1024;
+	char *s = malloc(mmax + 64);
+	size_t len = (size_t)sprintf(s, "<iq>");
+	while (len < mmax - 16)
+		len += (size_t)sprintf(s + len, "<a/>");
+	len += (size_t)sprintf(s + len, "</iq>");
+	struct rec *r = rec_new(mmax, DEPTH);
+	r->want_tree = true;
+	CHECK(feed_str(r, HEADER) == XS_OK);
+	CHECK(hibernate(r));
+	CHECK(xmlstream_feed(r->xs, s, len, NULL) == XS_ERR_POLICY_VIOLATION);
+	CHECK(strstr(xmlstream_error_text(r->xs), "memory limit") != NULL);
+	rec_free(r);
+	free(s);
+}
+
+/* A stream that ends in an error gives the same error, at the same line and
+ * column, whether or not it hibernated on the way, wherever it did. */
+static void test_hibernate_same_errors(void)
+{
+	char big[1400];
+	const char *inputs[] = {
+		HEADER "\n  <presence/>  <message>\xc3\xa9</mess>",
+		HEADER "<presence/>\n\t<a>\n<b></c>",
+		HEADER "<presence/>\n x",
+		HEADER "<presence/><!-- c -->",
+		HEADER "<presence/><?pi x?>",
+		HEADER "<presence/>\n&foo;",
+		HEADER "<presence/><m>&foo;</m>",
+		HEADER "<presence/><m>\xc3\x28</m>",
+		HEADER "<presence/><foo:bar/>",
+		HEADER "<presence/>\n</stream:streamx>",
+		HEADER "<presence/><a><a><a><a><a>x</a></a></a></a></a>", /* too deep */
+		HEADER "<presence/><a/><!DOCTYPE x>",
+		"<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client'\n xmlns:stream='"
+		XMLNS_STREAMS "'>\n <presence/>\xc3\xa9<a/>",
+		big, /* too large */
+		HEADER "<presence/></stream:stream>junk", /* no error */
+	};
+	size_t n = (size_t)snprintf(big, sizeof big, "%s<presence/>\n<m>", HEADER);
+
+	memset(big + n, 'x', 1100);
+	snprintf(big + n + 1100, sizeof big - n - 1100, "</m>");
+	for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
+		const char *s = inputs[k];
+		size_t len = strlen(s);
+		int slept = 0;
+
+		for (size_t i = 0; i <= len; i++) {
+			struct rec *r[2];
+			enum xs_error e[2];
+
+			for (int h = 0; h < 2; h++) {
+				r[h] = rec_new(1024, 4);
+				e[h] = xmlstream_feed(r[h]->xs, s, i, NULL);
+				if (h)
+					slept += hibernate(r[h]);
+				if (e[h] == XS_OK)
+					e[h] = xmlstream_feed(r[h]->xs, s + i, len - i, NULL);
+			}
+			CHECK(e[0] == e[1]);
+			CHECK(k + 1 == sizeof inputs / sizeof inputs[0] ? e[0] == XS_OK :
+									  e[0] != XS_OK);
+			CHECK_STR(xmlstream_error_text(r[0]->xs), xmlstream_error_text(r[1]->xs));
+			if (strcmp(xmlstream_error_text(r[0]->xs), xmlstream_error_text(r[1]->xs)))
+				printf("  input %zu at %zu: %s | %s\n", k, i,
+				       xmlstream_error_text(r[0]->xs), xmlstream_error_text(r[1]->xs));
+			check_same_run(r[0], r[1]);
+			rec_free(r[0]);
+			rec_free(r[1]);
+		}
+		CHECK(slept >= 2); /* at least before the first byte and after the header */
+	}
+}
+
+/* A reset requested by the first stanza after a wake-up; a new stream that
+ * hibernates before its header; a reset while hibernating. */
+static void test_hibernate_reset(void)
+{
+	struct rec *r = rec_new(BIG, DEPTH), *fresh;
+	const char *starttls = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+	char in[1024];
+	size_t consumed = 0;
+
+	snprintf(in, sizeof in, "%s%s<message/>", starttls, HEADER);
+	CHECK(feed_str(r, HEADER "<presence/>") == XS_OK);
+	CHECK(hibernate(r));
+	r->reset_on = 1;
+	CHECK(xmlstream_feed(r->xs, in, strlen(in), &consumed) == XS_OK);
+	CHECK(consumed == strlen(starttls));
+	CHECK(xmlstream_reset_requested(r->xs) && r->nstanzas == 2);
+	CHECK(xmlstream_reset(r->xs) == 0);
+	r->reset_on = -1;
+	CHECK(hibernate(r)); /* new, nothing fed */
+	CHECK(xmlstream_feed(r->xs, in + consumed, strlen(in) - consumed, &consumed) == XS_OK);
+	CHECK(consumed == strlen(HEADER "<message/>"));
+	CHECK(r->opens == 2 && r->nstanzas == 3);
+	if (r->nstanzas == 3)
+		CHECK_STR(r->st[2].raw, "<message/>");
+
+	/* reset while hibernating: the next bytes are a new stream, with its
+	 * own offsets and positions */
+	CHECK(hibernate(r));
+	CHECK(xmlstream_reset(r->xs) == 0);
+	CHECK(xmlstream_memory(r->xs) < 1024);
+	CHECK(feed_str(r, HEADER "<iq/><a></b>") == XS_ERR_NOT_WELL_FORMED);
+	CHECK(r->opens == 3 && r->nstanzas == 4);
+	fresh = rec_new(BIG, DEPTH);
+	CHECK(feed_str(fresh, HEADER "<iq/><a></b>") == XS_ERR_NOT_WELL_FORMED);
+	CHECK_STR(xmlstream_error_text(r->xs), xmlstream_error_text(fresh->xs));
+	rec_free(fresh);
+	rec_free(r);
+}
+
+static void test_hibernate_close(void)
+{
+	struct rec *r = rec_new(BIG, DEPTH);
+	size_t consumed = 99;
+
+	CHECK(feed_str(r, HEADER "<presence/>") == XS_OK);
+	CHECK(hibernate(r));
+	CHECK(xmlstream_feed(r->xs, "</stream:stream>  <x/>", 22, &consumed) == XS_OK);
+	CHECK(consumed == strlen("</stream:stream>"));
+	CHECK(r->closes == 1 && r->nstanzas == 1);
+	CHECK(xmlstream_feed(r->xs, "junk", 4, &consumed) == XS_OK);
+	CHECK(consumed == 0 && r->closes == 1);
+	rec_free(r);
+
+	r = rec_new(BIG, DEPTH);
+	CHECK(feed_str(r, HEADER) == XS_OK);
+	CHECK(hibernate(r));
+	CHECK(feed_str(r, "<message></stream:stream>") == XS_ERR_NOT_WELL_FORMED);
+	CHECK(r->closes == 0);
+	rec_free(r);
+}
+
+/* No memory for a new parser at the wake-up: the stream fails as out of
+ * memory, at the place where it stood, and can still be reset or freed. */
+static void test_hibernate_wake_fails(void)
+{
+	struct rec *r = rec_new(BIG, DEPTH), *ref = rec_new(BIG, DEPTH);
+
+	CHECK(feed_str(r, HEADER "\n <presence/>") == XS_OK);
+	CHECK(hibernate(r));
+	fail_parser_create = true;
+	CHECK(feed_str(r, "<a/>") == XS_ERR_INTERNAL);
+	fail_parser_create = false;
+	CHECK_STR(xmlstream_error_text(r->xs), "line 2, column 13: out of memory");
+	CHECK(feed_str(r, "<a/>") == XS_ERR_INTERNAL); /* sticky */
+	CHECK(r->nstanzas == 1);
+	CHECK(xmlstream_reset(r->xs) == 0);
+	CHECK(feed_str(r, HEADER "<a/><b></c>") == XS_ERR_NOT_WELL_FORMED);
+	CHECK(feed_str(ref, HEADER "<a/><b></c>") == XS_ERR_NOT_WELL_FORMED);
+	CHECK_STR(xmlstream_error_text(r->xs), xmlstream_error_text(ref->xs));
+	CHECK(r->opens == 2 && r->nstanzas == 2);
+	rec_free(ref);
+	rec_free(r);
+}
+
+static int count_stanza(void *ctx, const struct xml_stanza *st)
+{
+	(void)st;
+	++*(int *)ctx;
+	return 0;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* What an idle stream holds awake (trimmed) and hibernating, and what a
+ * wake-up costs: a stanza fed to a hibernating stream against one fed to an
+ * awake stream. */
+static void test_hibernate_memory_and_cost(void)
+{
+	static const struct xmlstream_callbacks cb = { .on_stanza = count_stanza };
+	const char *header_end = strstr(client_stream, "'en'>") + strlen("'en'>");
+	const char *stanza = "<presence/>";
+	const int rounds = 20000;
+	int count = 0, other_count = 0;
+	struct xmlstream *xs = xmlstream_new(&cb, &count, 64 * 1024, DEPTH);
+	struct xmlstream *other = xmlstream_new(&cb, &other_count, 64 * 1024, DEPTH);
+	size_t awake, asleep, other_mem;
+	struct timespec t0;
+	double t_awake, t_wake;
+
+	/* the client stream but for its close tag */
+	CHECK(xmlstream_feed(xs, client_stream, strlen(client_stream) - 16, NULL) == XS_OK);
+	CHECK(xmlstream_feed(other, HEADER "<a/>", strlen(HEADER "<a/>"), NULL) == XS_OK);
+	other_mem = xmlstream_memory(other);
+	xmlstream_trim(xs);
+	awake = xmlstream_memory(xs);
+	xmlstream_hibernate(xs);
+	asleep = xmlstream_memory(xs);
+	printf("# idle stream: %zu bytes trimmed, %zu hibernating (header %zu bytes)\n", awake,
+	       asleep, (size_t)(header_end - strstr(client_stream, "<stream:")));
+	CHECK(asleep < 1024 && awake - asleep > 8 * 1024);
+	CHECK(xmlstream_memory(other) == other_mem); /* another stream is untouched */
+	CHECK(count == CLIENT_STANZAS);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < rounds; i++)
+		CHECK(xmlstream_feed(other, stanza, strlen(stanza), NULL) == XS_OK);
+	t_awake = seconds_since(&t0) / rounds;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < rounds; i++) {
+		xmlstream_hibernate(xs);
+		CHECK(xmlstream_feed(xs, stanza, strlen(stanza), NULL) == XS_OK);
+	}
+	t_wake = seconds_since(&t0) / rounds;
+	printf("# a stanza: %.2f us awake, %.2f us to a hibernating stream (wake-up %.2f us)\n",
+	       t_awake * 1e6, t_wake * 1e6, (t_wake - t_awake) * 1e6);
+	CHECK(count == CLIENT_STANZAS + rounds && other_count == 1 + rounds);
+	xmlstream_hibernate(xs);
+	CHECK(xmlstream_memory(xs) == asleep); /* wake-ups leak nothing */
+	xmlstream_free(xs);
+	xmlstream_free(other);
+}
+
 static void test_escape(void)
 {
 	char out[64];
@@ -952,6 +1430,14 @@ int main(void)
 	RUN(test_trim_keeps_positions);
 	RUN(test_memory_limit_names);
 	RUN(test_memory_limit_tree);
+	RUN(test_hibernate_every_point);
+	RUN(test_hibernate_only_when_safe);
+	RUN(test_hibernate_limits);
+	RUN(test_hibernate_same_errors);
+	RUN(test_hibernate_reset);
+	RUN(test_hibernate_close);
+	RUN(test_hibernate_wake_fails);
+	RUN(test_hibernate_memory_and_cost);
 	RUN(test_escape);
 	return check_exit();
 }
