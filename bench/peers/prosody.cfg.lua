@@ -11,7 +11,6 @@ plugin_paths = {}
 log = { { levels = { min = "warn" }, to = "file", filename = "@DIR@/prosody.log" } }
 network_backend = "epoll"
 network_settings = { nagle = false }
-max_fds = @MAX_FDS@
 
 modules_enabled = { "saslauth", "tls", "disco", "ping" }
 modules_disabled = { "offline", "s2s", "s2s_auth_certs" }
