@@ -62,10 +62,19 @@ struct parser {
 /* Called with the value's first event current; consumes exactly the value. */
 typedef int (*key_fn)(struct parser *p, int key, const char *path, void *ctx);
 
-static const char *const listener_type_names[] = {[LISTENER_C2S] = "c2s"};
+static const char *const listener_type_names[] = {
+	[LISTENER_C2S] = "c2s",
+	[LISTENER_COMPONENT] = "component",
+};
 static const char *const tls_mode_names[] = {
 	[TLS_MODE_REQUIRED] = "required",
 	[TLS_MODE_OPTIONAL] = "optional",
+	[TLS_MODE_DIRECT] = "direct",
+	[TLS_MODE_NONE] = "none",
+};
+static const char *const auth_mode_names[] = {
+	[AUTH_INTERNAL] = "internal",
+	[AUTH_CALLBRIDGE] = "callbridge",
 };
 static const char *const log_level_names[] = {
 	[LOG_LEVEL_DEBUG] = "debug",
@@ -89,6 +98,11 @@ const char *config_listener_type_name(enum listener_type t)
 const char *config_tls_mode_name(enum tls_mode m)
 {
 	return name_of(tls_mode_names, COUNT(tls_mode_names), (int)m);
+}
+
+const char *config_auth_mode_name(enum auth_mode m)
+{
+	return name_of(auth_mode_names, COUNT(auth_mode_names), (int)m);
 }
 
 const char *config_log_level_name(enum log_level l)
@@ -127,11 +141,17 @@ void config_default(struct config *cfg)
 	strcpy(cfg->data_dir, "./xmppd-data");
 	strcpy(cfg->domain, "localhost");
 	cfg->worker_count = default_worker_count();
-	cfg->listener_count = 1;
+	cfg->listener_count = 2;
 	cfg->listeners[0].type = LISTENER_C2S;
 	strcpy(cfg->listeners[0].address, "127.0.0.1");
 	cfg->listeners[0].port = 5222;
 	cfg->listeners[0].tls = TLS_MODE_REQUIRED;
+	cfg->listeners[1].type = LISTENER_COMPONENT;
+	strcpy(cfg->listeners[1].address, "127.0.0.1");
+	cfg->listeners[1].port = 5223;
+	cfg->listeners[1].tls = TLS_MODE_DIRECT;
+	cfg->auth = AUTH_INTERNAL;
+	cfg->auth_timeout_ms = 10000;
 	cfg->max_stanza_size = 262144;
 	cfg->max_depth = 32;
 	cfg->auth_attempts = 3;
@@ -676,7 +696,8 @@ static void format_endpoint(char *out, size_t cap, const struct listener_config 
 }
 
 /* type, address and port have no default: a listener is exposed to the
- * network and says so in full; tls defaults to required. */
+ * network and says so in full; tls defaults to required for c2s and to
+ * direct for components. */
 static int parse_listener(struct parser *p, const char *path, int index)
 {
 	struct config *cfg = p->cfg;
@@ -692,6 +713,19 @@ static int parse_listener(struct parser *p, const char *path, int index)
 	for (int k = LISTENER_TYPE; k <= LISTENER_PORT; k++)
 		if (!seen[k].line)
 			return fail_at(p, at, path, "missing key '%s'", listener_keys[k]);
+	char tls_path[KEY_PATH_MAX + 8];
+	snprintf(tls_path, sizeof tls_path, "%s.tls", path);
+	if (!seen[LISTENER_TLS].line && l->type == LISTENER_COMPONENT)
+		l->tls = TLS_MODE_DIRECT;
+	if (l->type == LISTENER_C2S && l->tls == TLS_MODE_NONE)
+		return fail_at(p, seen[LISTENER_TLS], tls_path,
+			       "c2s listeners take required, optional or direct: clients "
+			       "send passwords");
+	if (l->type == LISTENER_COMPONENT &&
+	    (l->tls == TLS_MODE_REQUIRED || l->tls == TLS_MODE_OPTIONAL))
+		return fail_at(p, seen[LISTENER_TLS], tls_path,
+			       "component listeners take direct (TLS from the first byte) "
+			       "or none (plaintext)");
 	for (int i = 0; i < index; i++) {
 		char mine[96], theirs[96];
 		if (!listeners_overlap(l, &cfg->listeners[i]))
@@ -816,17 +850,80 @@ static int on_shutdown_key(struct parser *p, int key, const char *path, void *ct
 	return read_uint(p, path, 0, 600000, false, &p->cfg->drain_timeout_ms);
 }
 
+/* callbridges.addresses: NAME: ADDRESS pairs. */
+static int parse_callbridge_addresses(struct parser *p, const char *path)
+{
+	struct config *cfg = p->cfg;
+
+	if (event_is_null(&p->event))
+		return 0;
+	if (p->event.type != YAML_MAPPING_START_EVENT)
+		return fail_at(p, event_pos(p), path, "expected a mapping NAME: ADDRESS, found %s",
+			       event_kind(&p->event));
+	for (;;) {
+		char child[KEY_PATH_MAX];
+		const char *s;
+		size_t len;
+
+		if (next_event(p, path))
+			return -1;
+		if (p->event.type == YAML_MAPPING_END_EVENT)
+			return 0;
+		struct pos at = event_pos(p);
+		if (scalar(p, path, &s, &len))
+			return -1;
+		key_path(child, path, s, len);
+		if (cfg->callbridge_address_count == CONFIG_MAX_CALLBRIDGE_ADDRESSES)
+			return fail_at(p, at, child, "more than %d call bridges",
+				       CONFIG_MAX_CALLBRIDGE_ADDRESSES);
+		int i = cfg->callbridge_address_count;
+		char *name = cfg->callbridge_addresses[i].name;
+		/* a bridge name is one DNS label: its default address is NAME.DOMAIN */
+		if (len >= sizeof cfg->callbridge_addresses[i].name || memchr(s, '.', len) ||
+		    !domain_normalize(name, s, len) || name[0] == '[' ||
+		    strspn(name, "0123456789") == len)
+			return fail_at(p, at, child,
+				       "a call bridge name is 1-63 letters, digits and '-'");
+		for (int k = 0; k < i; k++)
+			if (!strcmp(cfg->callbridge_addresses[k].name, name))
+				return fail_at(p, at, child, "duplicate call bridge");
+		if (next_event(p, child) || scalar(p, child, &s, &len))
+			return -1;
+		if (!domain_normalize(cfg->callbridge_addresses[i].address, s, len) ||
+		    cfg->callbridge_addresses[i].address[0] == '[')
+			return fail_at(p, event_pos(p), child,
+				       "expected a domain name (letters, digits, '-' and '.')");
+		cfg->callbridge_address_count++;
+	}
+}
+
+enum { CALLBRIDGES_AUTH_TIMEOUT, CALLBRIDGES_ADDRESSES };
+static const char *const callbridges_keys[] = {"auth_timeout_ms", "addresses"};
+
+static int on_callbridges_key(struct parser *p, int key, const char *path, void *ctx)
+{
+	switch (key) {
+	case CALLBRIDGES_AUTH_TIMEOUT:
+		return read_uint(p, path, 100, 600000, false, &p->cfg->auth_timeout_ms);
+	case CALLBRIDGES_ADDRESSES:
+		p->cfg->callbridge_address_count = 0;
+		return parse_callbridge_addresses(p, path);
+	}
+	return -1;
+}
+
 /* A section with sub-keys, each with a fresh zeroed 'seen' array. */
 #define SECTION(keys, fn)                                                                  \
 	parse_mapping(p, path, keys, COUNT(keys), (struct pos[COUNT(keys)]){{0, 0}}, fn, NULL)
 
 enum {
 	TOP_NODE, TOP_DOMAIN, TOP_WORKERS, TOP_LISTENERS, TOP_TLS, TOP_LIMITS,
-	TOP_LOGGING, TOP_CONTROL, TOP_PID_FILE, TOP_SHUTDOWN, TOP_KEYS
+	TOP_LOGGING, TOP_CONTROL, TOP_PID_FILE, TOP_SHUTDOWN, TOP_AUTH, TOP_CALLBRIDGES,
+	TOP_KEYS
 };
 static const char *const top_keys[] = {
 	"node", "domain", "workers", "listeners", "tls",
-	"limits", "logging", "control", "pid_file", "shutdown",
+	"limits", "logging", "control", "pid_file", "shutdown", "auth", "callbridges",
 };
 
 static int on_top_key(struct parser *p, int key, const char *path, void *ctx)
@@ -853,6 +950,15 @@ static int on_top_key(struct parser *p, int key, const char *path, void *ctx)
 		return read_string(p, path, p->cfg->pid_file, sizeof p->cfg->pid_file);
 	case TOP_SHUTDOWN:
 		return SECTION(shutdown_keys, on_shutdown_key);
+	case TOP_AUTH: {
+		int v;
+		if (read_enum(p, path, auth_mode_names, COUNT(auth_mode_names), &v))
+			return -1;
+		p->cfg->auth = (enum auth_mode)v;
+		return 0;
+	}
+	case TOP_CALLBRIDGES:
+		return SECTION(callbridges_keys, on_callbridges_key);
 	}
 	return -1;
 }
@@ -948,6 +1054,42 @@ static int load(struct config *cfg, const char *name, const char *input, size_t 
 	}
 	if (errlen)
 		err[0] = '\0';
+	return 0;
+}
+
+int config_callbridge_address(const struct config *cfg, const char *name, char *out,
+			      size_t cap)
+{
+	for (int i = 0; i < cfg->callbridge_address_count; i++)
+		if (!strcmp(cfg->callbridge_addresses[i].name, name)) {
+			int n = snprintf(out, cap, "%s", cfg->callbridge_addresses[i].address);
+			return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+		}
+	int n = snprintf(out, cap, "%s.%s", name, cfg->domain);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int config_callbridge_name(const struct config *cfg, const char *address, char out[64])
+{
+	for (int i = 0; i < cfg->callbridge_address_count; i++)
+		if (!strcmp(cfg->callbridge_addresses[i].address, address)) {
+			strcpy(out, cfg->callbridge_addresses[i].name);
+			return 0;
+		}
+	size_t dlen = strlen(cfg->domain), alen = strlen(address);
+	if (alen < dlen + 2 || address[alen - dlen - 1] != '.' ||
+	    strcmp(address + alen - dlen, cfg->domain))
+		return -ENOENT;
+	size_t nlen = alen - dlen - 1;
+	if (nlen >= 64 || memchr(address, '.', nlen))
+		return -ENOENT;
+	/* a name mapped elsewhere does not also answer at NAME.DOMAIN */
+	for (int i = 0; i < cfg->callbridge_address_count; i++)
+		if (strlen(cfg->callbridge_addresses[i].name) == nlen &&
+		    !memcmp(cfg->callbridge_addresses[i].name, address, nlen))
+			return -ENOENT;
+	memcpy(out, address, nlen);
+	out[nlen] = '\0';
 	return 0;
 }
 

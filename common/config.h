@@ -22,13 +22,24 @@
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_ERR_MAX 512
 
+#define CONFIG_MAX_CALLBRIDGE_ADDRESSES 64
+
 enum listener_type {
 	LISTENER_C2S = 0,
+	LISTENER_COMPONENT,    /* XEP-0114 call bridges */
 };
 
 enum tls_mode {
-	TLS_MODE_REQUIRED = 0, /* STARTTLS must succeed before SASL (default) */
+	TLS_MODE_REQUIRED = 0, /* STARTTLS must succeed before SASL (c2s default) */
 	TLS_MODE_OPTIONAL,     /* STARTTLS offered, not required */
+	TLS_MODE_DIRECT,       /* TLS from the first byte (component default; XEP-0368 for c2s) */
+	TLS_MODE_NONE,         /* plaintext (components only, when the YAML says so) */
+};
+
+/* Who decides a client's password. */
+enum auth_mode {
+	AUTH_INTERNAL = 0,     /* the node's accounts (xmppctl user ...) */
+	AUTH_CALLBRIDGE,       /* a connected call bridge, over the login hand-off */
 };
 
 enum log_level {
@@ -62,6 +73,18 @@ struct config {
 	int listener_count;
 	struct listener_config listeners[CONFIG_MAX_LISTENERS];
 
+	enum auth_mode auth;        /* auth: internal (default) | callbridge */
+
+	/* callbridges: */
+	uint32_t auth_timeout_ms;   /* callbridges.auth_timeout_ms, default 10000 */
+	/* callbridges.addresses: component address of a bridge NAME when it is
+	 * not NAME.DOMAIN */
+	int callbridge_address_count;
+	struct {
+		char name[64];
+		char address[256];
+	} callbridge_addresses[CONFIG_MAX_CALLBRIDGE_ADDRESSES];
+
 	/* tls: empty key and certificate mean "self-signed files in data_dir,
 	 * made on first start" (data_dir/tls/key.pem, data_dir/tls/cert.pem). */
 	char tls_key[CONFIG_PATH_MAX];
@@ -87,7 +110,8 @@ struct config {
 };
 
 /* Fill in the built-in default configuration (one node, domain localhost,
- * c2s on 127.0.0.1:5222 with required STARTTLS, data dir ./xmppd-data). */
+ * c2s on 127.0.0.1:5222 with required STARTTLS, components on
+ * 127.0.0.1:5223 with direct TLS, data dir ./xmppd-data). */
 void config_default(struct config *cfg);
 
 /* Parse and validate PATH into CFG (starting from the defaults).
@@ -99,6 +123,16 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 int config_load_string(struct config *cfg, const char *name, const char *yaml,
 		       char *err, size_t errlen);
 
+/* The component address of call bridge NAME (normalised): the mapped one,
+ * or NAME.DOMAIN. Returns 0, or -ENAMETOOLONG. */
+int config_callbridge_address(const struct config *cfg, const char *name, char *out,
+			      size_t cap);
+/* The call bridge name whose component address is ADDRESS (normalised),
+ * into OUT (64 bytes). Returns 0, or -ENOENT when ADDRESS names no bridge
+ * (it is neither mapped nor NAME.DOMAIN with a one-label NAME). */
+int config_callbridge_name(const struct config *cfg, const char *address, char out[64]);
+
+const char *config_auth_mode_name(enum auth_mode m);
 const char *config_listener_type_name(enum listener_type t);
 const char *config_tls_mode_name(enum tls_mode m);
 const char *config_log_level_name(enum log_level l);

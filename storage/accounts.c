@@ -15,6 +15,7 @@
  * so the file would grow with every write until the map is full.
  */
 #include "storage/accounts.h"
+#include "storage/store-internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -25,7 +26,6 @@
 #include <string.h>
 
 #define ACCOUNTS_FILE "xmppd.mdb"
-#define ACCOUNTS_DB "accounts"
 #define ACCOUNTS_MAP_SIZE ((size_t)256 << 20)
 #define ACCOUNTS_MAX_DBS 8
 #define ACCOUNTS_MAX_READERS 512 /* every worker and tool process, with room */
@@ -42,13 +42,29 @@ struct account_record {
 static_assert(sizeof(struct account_record) == 128, "account record layout changed");
 static_assert(offsetof(struct account_record, creds) == 4, "account record layout changed");
 
-struct accounts {
-	MDB_env *env;
-	MDB_dbi dbi;
+/* Every database of the environment (storage/store-internal.h). */
+static const char *const store_db_names[STORE_DB_COUNT] = {
+	[STORE_DB_ACCOUNTS] = "accounts",
+	[STORE_DB_CALLBRIDGES] = "callbridges",
 };
 
+struct accounts {
+	MDB_env *env;
+	MDB_dbi dbi[STORE_DB_COUNT];
+};
+
+MDB_env *store_env(struct accounts *a)
+{
+	return a->env;
+}
+
+MDB_dbi store_dbi(struct accounts *a, enum store_db db)
+{
+	return a->dbi[db];
+}
+
 /* LMDB returns errno values and its own MDB_* codes; callers see -errno. */
-static int mdb_to_errno(int rc)
+int store_errno(int rc)
 {
 	switch (rc) {
 	case MDB_SUCCESS:
@@ -109,11 +125,13 @@ struct accounts *accounts_open(const char *data_dir, char *err, size_t errlen)
 	what = "open";
 	if ((rc = mdb_env_open(a->env, path, MDB_NOSUBDIR, 0600)) != 0)
 		goto fail;
-	what = "create the accounts database in";
+	what = "create the databases in";
 	if ((rc = mdb_reader_check(a->env, NULL)) != 0 ||
-	    (rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, ACCOUNTS_DB, MDB_CREATE, &a->dbi)) != 0)
+	    (rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0)
 		goto fail;
+	for (int db = 0; db < STORE_DB_COUNT; db++)
+		if ((rc = mdb_dbi_open(txn, store_db_names[db], MDB_CREATE, &a->dbi[db])) != 0)
+			goto fail;
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (rc != 0)
@@ -174,21 +192,21 @@ int accounts_get(struct accounts *a, const char *bare_jid, struct scram_creds *o
 	if ((rc = make_key(a, bare_jid, &key)) < 0)
 		return rc;
 	if ((rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn)) != 0)
-		return mdb_to_errno(rc);
-	rc = mdb_get(txn, a->dbi, &key, &val);
-	rc = rc == 0 ? record_decode(&val, out) : mdb_to_errno(rc);
+		return store_errno(rc);
+	rc = mdb_get(txn, a->dbi[STORE_DB_ACCOUNTS], &key, &val);
+	rc = rc == 0 ? record_decode(&val, out) : store_errno(rc);
 	mdb_txn_abort(txn);
 	return rc;
 }
 
 /* Run one write: clear dead readers' slots first (see the top of the file). */
-static int write_begin(struct accounts *a, MDB_txn **txn)
+int store_write_begin(struct accounts *a, MDB_txn **txn)
 {
 	int rc = mdb_reader_check(a->env, NULL);
 
 	if (rc == 0)
 		rc = mdb_txn_begin(a->env, NULL, 0, txn);
-	return mdb_to_errno(rc);
+	return store_errno(rc);
 }
 
 int accounts_put_many(struct accounts *a, size_t n, const char *const *bare_jids,
@@ -205,7 +223,7 @@ int accounts_put_many(struct accounts *a, size_t n, const char *const *bare_jids
 		if ((rc = make_key(a, bare_jids[i], &key)) < 0)
 			return rc;
 	}
-	if ((rc = write_begin(a, &txn)) < 0)
+	if ((rc = store_write_begin(a, &txn)) < 0)
 		return rc;
 	memset(&rec, 0, sizeof rec);
 	rec.version = ACCOUNT_RECORD_VERSION;
@@ -213,14 +231,15 @@ int accounts_put_many(struct accounts *a, size_t n, const char *const *bare_jids
 		make_key(a, bare_jids[i], &key);
 		rec.creds = creds[i];
 		val = (MDB_val){ .mv_size = sizeof rec, .mv_data = &rec };
-		rc = mdb_put(txn, a->dbi, &key, &val, create_only ? MDB_NOOVERWRITE : 0);
+		rc = mdb_put(txn, a->dbi[STORE_DB_ACCOUNTS], &key, &val,
+			     create_only ? MDB_NOOVERWRITE : 0);
 	}
 	if (rc == 0)
 		rc = mdb_txn_commit(txn); /* frees TXN, even on failure */
 	else
 		mdb_txn_abort(txn);
 	explicit_bzero(&rec, sizeof rec);
-	return mdb_to_errno(rc);
+	return store_errno(rc);
 }
 
 int accounts_put(struct accounts *a, const char *bare_jid, const struct scram_creds *c,
@@ -239,14 +258,14 @@ int accounts_del(struct accounts *a, const char *bare_jid)
 
 	if ((rc = make_key(a, bare_jid, &key)) < 0)
 		return rc;
-	if ((rc = write_begin(a, &txn)) < 0)
+	if ((rc = store_write_begin(a, &txn)) < 0)
 		return rc;
-	rc = mdb_del(txn, a->dbi, &key, NULL);
+	rc = mdb_del(txn, a->dbi[STORE_DB_ACCOUNTS], &key, NULL);
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);
 	else
 		mdb_txn_abort(txn);
-	return mdb_to_errno(rc);
+	return store_errno(rc);
 }
 
 /* FN runs inside the read transaction, so it sees one consistent snapshot;
@@ -263,8 +282,8 @@ int accounts_list(struct accounts *a, void (*fn)(const char *bare_jid, void *arg
 	if (!fn)
 		return -EINVAL;
 	if ((rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn)) != 0)
-		return mdb_to_errno(rc);
-	if ((rc = mdb_cursor_open(txn, a->dbi, &cur)) != 0)
+		return store_errno(rc);
+	if ((rc = mdb_cursor_open(txn, a->dbi[STORE_DB_ACCOUNTS], &cur)) != 0)
 		goto out;
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
@@ -282,5 +301,5 @@ out:
 	if (cur)
 		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	return rc ? mdb_to_errno(rc) : count;
+	return rc ? store_errno(rc) : count;
 }

@@ -7,6 +7,8 @@
  * transactions, so a change is seen by the next login without a restart.
  * The writer clears stale reader slots (mdb_reader_check) before each write,
  * so a worker killed inside a read transaction cannot pin old pages.
+ * The same environment, through the same handle, holds the call bridges'
+ * secrets (storage/callbridges.h; storage/store-internal.h says how).
  *
  * An LMDB environment must not cross fork(): each process opens its own.
  */

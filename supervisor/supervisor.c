@@ -680,6 +680,63 @@ static const char *worker_state_name(uint32_t s)
 	}
 }
 
+/* "3 minutes", "1 hour", "12 seconds": how operators read durations. */
+static void format_duration(int64_t ms, char *out, size_t cap)
+{
+	int64_t s = ms < 0 ? 0 : ms / 1000;
+	const char *unit = "second";
+	int64_t n = s;
+	if (s >= 86400)
+		n = s / 86400, unit = "day";
+	else if (s >= 3600)
+		n = s / 3600, unit = "hour";
+	else if (s >= 60)
+		n = s / 60, unit = "minute";
+	snprintf(out, cap, "%lld %s%s", (long long)n, unit, n == 1 ? "" : "s");
+}
+
+struct bridge_walk {
+	struct text *t;
+	int count;
+	struct sessdir_entry oldest;
+};
+
+/* Components are the directory's entries without '@' or '/'. */
+static int bridge_line(const struct sessdir_entry *e, void *arg)
+{
+	struct bridge_walk *w = arg;
+	char name[64], since[48];
+	if (strchr(e->jid, '@') || strchr(e->jid, '/'))
+		return 0;
+	if (config_callbridge_name(cfg, e->jid, name) < 0)
+		snprintf(name, sizeof name, "?");
+	format_duration(now_ms() - e->since_ms, since, sizeof since);
+	tprintf(w->t, "call bridge: %s %s from %s on worker %u for %s%s\n", name, e->jid,
+		e->address, e->worker, since, e->tls ? " (TLS)" : "");
+	if (!w->count++ || e->since_ms < w->oldest.since_ms)
+		w->oldest = *e;
+	return 0;
+}
+
+static void status_callbridges(struct text *t)
+{
+	struct bridge_walk w = { .t = t };
+	sessdir_foreach(shm_sessdir(shm), bridge_line, &w);
+	tprintf(t, "call bridges connected: %d\n", w.count);
+	tprintf(t, "authentication: %s\n", config_auth_mode_name(cfg->auth));
+	if (cfg->auth != AUTH_CALLBRIDGE)
+		return;
+	if (!w.count) {
+		tprintf(t, "authentication service: no authentication components found\n");
+		return;
+	}
+	char name[SESSDIR_JID_MAX], since[48];
+	if (config_callbridge_name(cfg, w.oldest.jid, name) < 0)
+		snprintf(name, sizeof name, "%s", w.oldest.jid);
+	format_duration(now_ms() - w.oldest.since_ms, since, sizeof since);
+	tprintf(t, "authentication service: registered (%s) for %s\n", name, since);
+}
+
 static void cmd_status(struct text *t)
 {
 	struct shm_cluster cl;
@@ -712,6 +769,7 @@ static void cmd_status(struct text *t)
 			v6 ? "[" : "", lc->address, v6 ? "]" : "", lc->port,
 			config_tls_mode_name(lc->tls));
 	}
+	status_callbridges(t);
 	tprintf(t, "tls key: %s\n", tls_key_path);
 	tprintf(t, "tls certificate: %s\n", tls_cert_path);
 	tprintf(t, "tls bundle: %s\n", cfg->tls_bundle[0] ? cfg->tls_bundle : "-");

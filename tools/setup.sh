@@ -7,9 +7,9 @@ packages=(
 	# build
 	gcc libc6-dev ninja-build pkg-config
 	# libraries (DESIGN.md, Dependencies)
-	liburing-dev libwolfssl-dev libexpat1-dev libyaml-dev liblmdb-dev
+	liburing-dev libwolfssl-dev libexpat1-dev libyaml-dev liblmdb-dev libc-ares-dev
 	# tests: real clients and tools
-	python3 python3-slixmpp python3-pytest libstrophe-dev go-sendxmpp openssl procps
+	python3 python3-slixmpp python3-pytest libstrophe-dev go-sendxmpp openssl procps dnsmasq-base
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -2,25 +2,29 @@
  * xmppctl: the operator's command line.
  *
  * Node commands go to the running supervisor over the control socket
- * (supervisor/control.h). Account commands write the node's LMDB store
- * directly, so they work whether or not xmppd runs, and a running node sees
- * the change at the next login.
+ * (supervisor/control.h). Account and call-bridge commands write the
+ * node's LMDB store directly, so they work whether or not xmppd runs, and a
+ * running node sees the change at the next login or component handshake.
  *
  * Exit status: 0 ok, 1 the command failed, 2 usage, 3 xmppd not reachable.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/config.h"
 #include "common/jid.h"
 #include "storage/accounts.h"
+#include "storage/callbridges.h"
 #include "supervisor/control.h"
+#include "tools/diagnose.h"
 #include "workers/sasl.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -41,7 +45,16 @@ static void usage(FILE *to)
 		"  user del JID\n"
 		"  user list\n"
 		"  user import            lines \"JID PASSWORD\" from stdin (add or replace)\n"
-		"-c FILE is the node layout xmppd runs with (default: the built-in one).\n");
+		"  callbridge add NAME    new call bridge: generate its secret, print it\n"
+		"                         (fails if NAME exists: add-secret replaces)\n"
+		"  callbridge add-secret NAME\n"
+		"                         its secret from stdin (no echo on a terminal);\n"
+		"                         adds NAME or replaces its secret\n"
+		"  callbridge list        name, domain and secret of every call bridge\n"
+		"  callbridge del NAME\n"
+		"  diagnose [DOMAIN]      DNS, certificate and call-bridge checks, with fixes\n"
+		"-c FILE is the node layout xmppd runs with (default: the built-in one).\n"
+		"Call-bridge names are DNS labels (a-z, 0-9, '-'; upper case is folded).\n");
 }
 
 static int node_command(const struct config *cfg, const char *sock, const char *req)
@@ -105,6 +118,23 @@ static int read_password(char *pw, size_t cap, int *generated)
 		*generated = 1;
 	}
 	return 0;
+}
+
+/* The node's LMDB store, creating the data directory: accounts and call
+ * bridges may be added before the node first starts. NULL after a message. */
+static struct accounts *open_store(const struct config *cfg)
+{
+	char err[512];
+
+	if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "xmppctl: cannot create data directory %s: %s\n", cfg->data_dir,
+			strerror(errno));
+		return NULL;
+	}
+	struct accounts *acc = accounts_open(cfg->data_dir, err, sizeof err);
+	if (!acc)
+		fprintf(stderr, "xmppctl: %s\n", err);
+	return acc;
 }
 
 static void print_account(const char *jid, void *arg)
@@ -183,18 +213,9 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 	char bare[1100];
 	if (needs_jid && account_jid(cfg, argv[1], bare, sizeof bare) < 0)
 		return EXIT_FAILED;
-	/* accounts may be added before the node first starts */
-	if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
-		fprintf(stderr, "xmppctl: cannot create data directory %s: %s\n", cfg->data_dir,
-			strerror(errno));
+	struct accounts *acc = open_store(cfg);
+	if (!acc)
 		return EXIT_FAILED;
-	}
-	char err[512];
-	struct accounts *acc = accounts_open(cfg->data_dir, err, sizeof err);
-	if (!acc) {
-		fprintf(stderr, "xmppctl: %s\n", err);
-		return EXIT_FAILED;
-	}
 	int status = EXIT_OK, rc = 0;
 	if (!strcmp(sub, "list")) {
 		rc = accounts_list(acc, print_account, NULL);
@@ -239,6 +260,178 @@ done:
 		status = EXIT_FAILED;
 	}
 	accounts_close(acc);
+	return status;
+}
+
+static volatile sig_atomic_t secret_read_signal;
+
+static void note_secret_read_signal(int sig)
+{
+	secret_read_signal = sig;
+}
+
+/* The first line of stdin into BUF (CAP bytes), without its line end and
+ * surrounding blanks (a secret has none; a pasted one may). On a terminal:
+ * a prompt on stderr and no echo while it is typed. A terminating signal
+ * (Ctrl-C) interrupts the read, and the terminal gets its echo back before
+ * the signal takes effect. 0, -EMSGSIZE for a line of CAP bytes or more,
+ * or another -errno; BUF is wiped on error. */
+static int read_secret(const char *name, char *buf, size_t cap)
+{
+	static const int signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	struct sigaction old[sizeof signals / sizeof signals[0]];
+	struct sigaction on_signal = { .sa_handler = note_secret_read_signal };
+	struct termios saved, quiet;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	bool quiet_set = false, too_long = false;
+	size_t len = 0, start = 0;
+	int rc = 0;
+
+	if (tty) {
+		/* no SA_RESTART: the signal must end the blocking read() */
+		sigemptyset(&on_signal.sa_mask);
+		for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+			sigaction(signals[i], &on_signal, &old[i]);
+		quiet = saved;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) < 0) {
+			rc = -errno;
+			goto restore;
+		}
+		quiet_set = true;
+		fprintf(stderr, "secret for call bridge %s: ", name);
+	}
+	for (;;) {
+		char c;
+		ssize_t n;
+
+		if (secret_read_signal) {
+			rc = -EINTR;
+			break;
+		}
+		n = read(STDIN_FILENO, &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if (n == 0 || c == '\n')
+			break;
+		if (len + 1 < cap)
+			buf[len++] = c;
+		else
+			too_long = true; /* read on to the line end all the same */
+	}
+	while (len > 0 && (buf[len - 1] == '\r' || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+		len--;
+	while (start < len && (buf[start] == ' ' || buf[start] == '\t'))
+		start++;
+	memmove(buf, buf + start, len - start);
+	buf[len - start] = '\0';
+	if (rc == 0 && too_long)
+		rc = -EMSGSIZE;
+restore:
+	if (rc < 0)
+		explicit_bzero(buf, cap);
+	if (quiet_set) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+		fputc('\n', stderr); /* the one the user typed was not echoed */
+	}
+	if (tty) {
+		for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+			sigaction(signals[i], &old[i], NULL);
+		if (secret_read_signal)
+			raise(secret_read_signal); /* its own disposition now */
+	}
+	return rc;
+}
+
+static void print_callbridge(const char *name, const char *secret, void *arg)
+{
+	const struct config *cfg = arg;
+
+	/* the meeting appliance's `xmpp callbridge list`, so runbooks carry over */
+	printf("***\n"
+	       "Callbridge : %s\n"
+	       "Domain     : %s\n"
+	       "Secret     : %s\n",
+	       name, cfg->domain, secret);
+}
+
+/* `callbridge add` refuses an existing NAME: replacing a secret silently
+ * would cut off the bridge that uses it, so that takes add-secret, which
+ * says which it did. */
+static int callbridge_command(const struct config *cfg, int argc, char **argv)
+{
+	static const char *const subs[] = { "add", "add-secret", "list", "del" };
+	bool known = false;
+
+	for (size_t i = 0; argc >= 1 && i < sizeof subs / sizeof subs[0]; i++)
+		known |= !strcmp(argv[0], subs[i]);
+	if (!known || argc != (strcmp(argv[0], "list") ? 2 : 1)) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *sub = argv[0];
+	char name[CALLBRIDGE_NAME_MAX] = "", secret[CALLBRIDGE_SECRET_MAX];
+	if (argc == 2 && callbridge_name_normalise(argv[1], name) < 0) {
+		fprintf(stderr, "xmppctl: \"%s\" is not a call bridge name: 1-63 letters, digits "
+				"and '-', not starting or ending with '-'\n", argv[1]);
+		return EXIT_FAILED;
+	}
+	struct accounts *store = open_store(cfg);
+	if (!store)
+		return EXIT_FAILED;
+	int status = EXIT_OK, rc = 0;
+	if (!strcmp(sub, "list")) {
+		rc = callbridges_list(store, print_callbridge, (void *)cfg);
+		if (rc == 0)
+			printf("no call bridges\n");
+		rc = rc > 0 ? 0 : rc;
+	} else if (!strcmp(sub, "del")) {
+		rc = callbridges_del(store, name);
+		if (rc == 0)
+			printf("deleted call bridge %s\n", name);
+	} else if (!strcmp(sub, "add")) {
+		rc = callbridges_get(store, name, secret);
+		if (rc == 0 || rc == -EBADMSG)
+			rc = -EEXIST;
+		else if (rc == -ENOENT && (rc = callbridge_secret_generate(secret)) == 0 &&
+			 (rc = callbridges_put(store, name, secret)) == 0)
+			printf("added call bridge %s\nsecret: %s\n", name, secret);
+	} else { /* add-secret */
+		rc = read_secret(name, secret, sizeof secret);
+		if (rc == 0 && !secret[0]) {
+			fprintf(stderr, "xmppctl: no secret on stdin\n");
+			status = EXIT_FAILED;
+		} else if (rc == -EMSGSIZE || (rc == 0 && callbridge_secret_valid(secret) < 0)) {
+			fprintf(stderr, "xmppctl: not a valid secret: %d to %d printable ASCII "
+					"characters without spaces, on one line\n",
+				CALLBRIDGE_SECRET_MIN, CALLBRIDGE_SECRET_MAX - 1);
+			status = EXIT_FAILED, rc = 0;
+		} else if (rc == 0) {
+			char old[CALLBRIDGE_SECRET_MAX];
+			bool existed = callbridges_get(store, name, old) != -ENOENT;
+			explicit_bzero(old, sizeof old);
+			rc = callbridges_put(store, name, secret);
+			if (rc == 0)
+				printf("%s call bridge %s\n", existed ? "new secret for" : "added",
+				       name);
+		}
+	}
+	explicit_bzero(secret, sizeof secret);
+	if (rc < 0) {
+		if (rc == -ENOENT)
+			fprintf(stderr, "xmppctl: no such call bridge: %s\n", name);
+		else if (rc == -EEXIST)
+			fprintf(stderr, "xmppctl: call bridge %s exists already (callbridge "
+					"add-secret replaces its secret)\n", name);
+		else
+			fprintf(stderr, "xmppctl: callbridge %s: %s\n", sub, strerror(-rc));
+		status = EXIT_FAILED;
+	}
+	accounts_close(store);
 	return status;
 }
 
@@ -292,6 +485,12 @@ int main(int argc, char **argv)
 	const char *cmd = argv[0];
 	if (!strcmp(cmd, "user"))
 		return user_command(&cfg, argc - 1, argv + 1);
+	if (!strcmp(cmd, "callbridge"))
+		return callbridge_command(&cfg, argc - 1, argv + 1);
+	if (!strcmp(cmd, "diagnose")) {
+		optind = 0; /* glibc: start getopt afresh for diagnose's own options */
+		return diagnose_main(&cfg, argc, argv);
+	}
 	if (!strcmp(cmd, "cluster")) {
 		if (argc != 2 || strcmp(argv[1], "status")) {
 			fprintf(stderr, "xmppctl: cluster: only 'cluster status' exists on a "

@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "shm/sessdir.h"
 #include "storage/accounts.h"
+#include "workers/router.h"
 #include "workers/stanza.h"
 #include "workers/tls.h"
 #include "workers/worker.h"
@@ -46,56 +47,7 @@
  * apart: a few seconds keeps the parsers of active streams, and even a
  * client that wakes its stream every time costs at most 8 us per 5 s. */
 #define HIBERNATE_AFTER_MS 5000
-#define MAX_HOPS 3
 #define BARE_FANOUT 64
-
-enum route_kind {
-	ROUTE_DELIVER = 1, /* stanza for connection (id, gen) */
-	ROUTE_KICK,        /* close connection (id, gen) with <conflict/> */
-	ROUTE_PROBE,       /* send (id, gen)'s presence to FROM */
-};
-
-/* Header of an inter-worker message; the variable parts follow in order:
- * to, from, id (unescaped), then the stanza bytes. */
-struct route_hdr {
-	uint8_t kind;
-	uint8_t stanza;   /* enum stanza_kind */
-	uint8_t type;     /* enum stanza_type */
-	uint8_t hops;
-	uint32_t conn_id;
-	uint32_t conn_gen;
-	uint16_t to_len, from_len, id_len, pad;
-	uint32_t stanza_len;
-};
-
-enum stanza_kind { ST_OTHER = 0, ST_MESSAGE, ST_PRESENCE, ST_IQ };
-enum stanza_type {
-	TY_NONE = 0, /* message normal (absent), presence available (absent) */
-	TY_NORMAL,
-	TY_CHAT,
-	TY_GROUPCHAT,
-	TY_HEADLINE,
-	TY_ERROR,
-	TY_GET,
-	TY_SET,
-	TY_RESULT,
-	TY_UNAVAILABLE,
-	TY_PROBE,
-	TY_SUBSCRIPTION, /* subscribe, subscribed, unsubscribe, unsubscribed */
-	TY_INVALID,
-};
-
-/* What routing needs to know about one stanza. */
-struct routed {
-	enum stanza_kind kind;
-	enum stanza_type type;
-	const char *id;           /* may be NULL */
-	const char *from;         /* stamped sender, full JID */
-	const char *to;           /* as addressed (normalised) */
-	const char *bytes;        /* stanza with 'from' stamped */
-	size_t len;
-	uint8_t hops;
-};
 
 enum pending_action { ACT_NONE = 0, ACT_STARTTLS, ACT_RESTART };
 
@@ -114,6 +66,11 @@ struct c2s_extra {
 	 * element of the old stream (go-xmpp sends a newline) must not reach
 	 * the new parser before the new XML declaration. */
 	bool skip_leading_space;
+	/* auth: callbridge: the attempt a call bridge is deciding */
+	bool handoff_pending;
+	uint32_t handoff_seq;
+	int64_t handoff_deadline_ms;
+	char *handoff_user;
 };
 
 static struct buf stamp;       /* the stanza being routed, 'from' stamped */
@@ -122,71 +79,9 @@ static const char *domain;
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static void random_id(char *out, size_t len)
-{
-	static const char alphabet[] =
-		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-	unsigned char rnd[64];
-	if (len > sizeof rnd)
-		len = sizeof rnd;
-	if (getrandom(rnd, len, 0) != (ssize_t)len)
-		memset(rnd, 0x5a, len);
-	for (size_t i = 0; i + 1 < len; i++)
-		out[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
-	out[len - 1] = '\0';
-}
-
 static struct c2s_extra *extra(struct conn *c)
 {
 	return (struct c2s_extra *)c->proto;
-}
-
-static enum stanza_kind kind_of(const char *ns, const char *name)
-{
-	if (strcmp(ns, XMLNS_CLIENT) != 0)
-		return ST_OTHER;
-	if (!strcmp(name, "message"))
-		return ST_MESSAGE;
-	if (!strcmp(name, "presence"))
-		return ST_PRESENCE;
-	if (!strcmp(name, "iq"))
-		return ST_IQ;
-	return ST_OTHER;
-}
-
-static enum stanza_type type_of(enum stanza_kind k, const char *t)
-{
-	if (!t)
-		return TY_NONE;
-	if (!strcmp(t, "error"))
-		return TY_ERROR;
-	switch (k) {
-	case ST_MESSAGE:
-		if (!strcmp(t, "normal")) return TY_NORMAL;
-		if (!strcmp(t, "chat")) return TY_CHAT;
-		if (!strcmp(t, "groupchat")) return TY_GROUPCHAT;
-		if (!strcmp(t, "headline")) return TY_HEADLINE;
-		return TY_INVALID;
-	case ST_PRESENCE:
-		if (!strcmp(t, "unavailable")) return TY_UNAVAILABLE;
-		if (!strcmp(t, "probe")) return TY_PROBE;
-		if (!strcmp(t, "subscribe") || !strcmp(t, "subscribed") ||
-		    !strcmp(t, "unsubscribe") || !strcmp(t, "unsubscribed"))
-			return TY_SUBSCRIPTION;
-		return TY_INVALID;
-	case ST_IQ:
-		if (!strcmp(t, "get")) return TY_GET;
-		if (!strcmp(t, "set")) return TY_SET;
-		if (!strcmp(t, "result")) return TY_RESULT;
-		return TY_INVALID;
-	default:
-		return TY_INVALID;
-	}
-}
-
-static const char *kind_name(enum stanza_kind k)
-{
-	return k == ST_MESSAGE ? "message" : k == ST_PRESENCE ? "presence" : "iq";
 }
 
 /* ---- stream output ----------------------------------------------------------- */
@@ -195,7 +90,7 @@ static void stream_header(struct conn *c)
 {
 	struct buf *b = &build;
 	b->len = 0;
-	random_id(c->stream_id, sizeof c->stream_id);
+	stanza_random_id(c->stream_id, sizeof c->stream_id);
 	buf_add_str(b, "<?xml version='1.0'?><stream:stream xmlns='" XMLNS_CLIENT
 		       "' xmlns:stream='" XMLNS_STREAMS "' id='");
 	buf_add_str(b, c->stream_id);
@@ -213,18 +108,8 @@ static void stream_error(struct conn *c, const char *condition, const char *text
 		return;
 	if (!c->stream_open)
 		stream_header(c);
-	struct buf *b = &build;
-	b->len = 0;
-	buf_add_str(b, "<stream:error><");
-	buf_add_str(b, condition);
-	buf_add_str(b, " xmlns='" XMLNS_STREAM_ERRORS "'/>");
-	if (text) {
-		buf_add_str(b, "<text xmlns='" XMLNS_STREAM_ERRORS "'>");
-		buf_add_esc(b, text);
-		buf_add_str(b, "</text>");
-	}
-	buf_add_str(b, "</stream:error></stream:stream>");
-	conn_write(c, b->data, b->len);
+	stanza_build_stream_error(&build, condition, text);
+	conn_write(c, build.data, build.len);
 	log_info("closing stream from %s%s%s: %s%s%s", c->peer, c->jid ? " " : "",
 		 c->jid ? c->jid : "", condition, text ? ": " : "", text ? text : "");
 	c->state = C2S_CLOSING;
@@ -260,16 +145,22 @@ static void send_features(struct conn *c)
 		if (c->tls_active || l->tls == TLS_MODE_OPTIONAL) {
 			buf_add_str(b, "<mechanisms xmlns='" XMLNS_SASL "'>");
 			uint8_t cb[32];
-			if (c->tls_active && tls_conn_exporter(c->tls, cb) == 0) {
+			if (worker.cfg->auth == AUTH_CALLBRIDGE) {
+				/* the bridge needs the password itself: PLAIN, in TLS */
+				if (c->tls_active)
+					buf_add_str(b, "<mechanism>PLAIN</mechanism>");
+			} else if (c->tls_active && tls_conn_exporter(c->tls, cb) == 0) {
 				/* tls-exporter needs TLS 1.3 here (tls.h), so a
 				 * TLS 1.2 stream is offered no -PLUS at all */
 				buf_add_str(b, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>");
 				extra(c)->offered_plus = true;
 			}
-			buf_add_str(b, "<mechanism>SCRAM-SHA-256</mechanism>"
-				       "<mechanism>SCRAM-SHA-1</mechanism>");
-			if (c->tls_active)
-				buf_add_str(b, "<mechanism>PLAIN</mechanism>");
+			if (worker.cfg->auth == AUTH_INTERNAL) {
+				buf_add_str(b, "<mechanism>SCRAM-SHA-256</mechanism>"
+					       "<mechanism>SCRAM-SHA-1</mechanism>");
+				if (c->tls_active)
+					buf_add_str(b, "<mechanism>PLAIN</mechanism>");
+			}
 			buf_add_str(b, "</mechanisms>");
 			if (extra(c)->offered_plus)
 				buf_add_str(b, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
@@ -284,48 +175,10 @@ static void send_features(struct conn *c)
 
 /* ---- stanza errors and server replies ------------------------------------------ */
 
-static const char *error_type_of(const char *condition)
-{
-	if (!strcmp(condition, "jid-malformed") || !strcmp(condition, "bad-request"))
-		return "modify";
-	if (!strcmp(condition, "resource-constraint"))
-		return "wait";
-	return "cancel";
-}
-
-/* Compose the error reply to a stanza: from and to swapped. */
-static void build_error(struct buf *b, enum stanza_kind kind, const char *err_from,
-			const char *err_to, const char *id, const char *condition)
-{
-	b->len = 0;
-	buf_add_str(b, "<");
-	buf_add_str(b, kind_name(kind));
-	if (err_from && *err_from) {
-		buf_add_str(b, " from='");
-		buf_add_esc(b, err_from);
-		buf_add_str(b, "'");
-	}
-	buf_add_str(b, " to='");
-	buf_add_esc(b, err_to);
-	buf_add_str(b, "' type='error'");
-	if (id) {
-		buf_add_str(b, " id='");
-		buf_add_esc(b, id);
-		buf_add_str(b, "'");
-	}
-	buf_add_str(b, "><error type='");
-	buf_add_str(b, error_type_of(condition));
-	buf_add_str(b, "'><");
-	buf_add_str(b, condition);
-	buf_add_str(b, " xmlns='" XMLNS_STANZAS "'/></error></");
-	buf_add_str(b, kind_name(kind));
-	buf_add_str(b, ">");
-}
-
 static void reply_error(struct conn *c, enum stanza_kind kind, const char *to, const char *id,
 			const char *condition)
 {
-	build_error(&build, kind, to, c->jid ? c->jid : "", id, condition);
+	stanza_build_error(&build, kind, to, c->jid ? c->jid : "", id, condition);
 	write_or_close(c, build.data, build.len);
 }
 
@@ -358,171 +211,6 @@ static void reply_result(struct conn *c, const char *from, const char *id, const
 	write_or_close(c, b->data, b->len);
 }
 
-/* ---- routing ---------------------------------------------------------------------- */
-
-static void deliver_local(struct conn *t, const char *bytes, size_t len)
-{
-	write_or_close(t, bytes, len);
-	atomic_fetch_add_explicit(&worker.slot->stanzas_out, 1, memory_order_relaxed);
-}
-
-static void send_route(const struct sessdir_entry *e, enum route_kind rk, const struct routed *r)
-{
-	struct route_hdr h = {
-		.kind = rk,
-		.stanza = (uint8_t)r->kind,
-		.type = (uint8_t)r->type,
-		.hops = r->hops,
-		.conn_id = e->conn_id,
-		.conn_gen = e->conn_gen,
-	};
-	const char *to = r->to ? r->to : "", *from = r->from ? r->from : "", *id = r->id ? r->id : "";
-	h.to_len = (uint16_t)strlen(to);
-	h.from_len = (uint16_t)strlen(from);
-	h.id_len = (uint16_t)strlen(id);
-	h.stanza_len = (uint32_t)r->len;
-	size_t var = (size_t)h.to_len + h.from_len + h.id_len;
-	struct buf *b = &build;
-	b->len = 0;
-	if (strlen(to) > UINT16_MAX || strlen(from) > UINT16_MAX || strlen(id) > UINT16_MAX ||
-	    buf_reserve(b, var + r->len) < 0)
-		return;
-	memcpy(b->data, to, h.to_len);
-	memcpy(b->data + h.to_len, from, h.from_len);
-	memcpy(b->data + h.to_len + h.from_len, id, h.id_len);
-	memcpy(b->data + var, r->bytes, r->len);
-	if (worker_send_to(e->worker, &h, sizeof h, b->data, var + r->len) < 0)
-		log_error("cannot queue a stanza for worker %u", e->worker);
-}
-
-static void deliver_entry(const struct sessdir_entry *e, const struct routed *r);
-static void route_to_bare(const struct routed *r, const char *bare, bool to_full);
-
-/* Send an error reply for R back to its sender (who may be anywhere). */
-static void bounce(const struct routed *r, const char *condition)
-{
-	if (r->type == TY_ERROR || r->type == TY_RESULT || !r->from || !*r->from)
-		return;
-	struct buf err = { 0 };
-	build_error(&err, r->kind, r->to, r->from, r->id, condition);
-	struct sessdir_entry e;
-	if (sessdir_lookup_full(worker.sessdir, r->from, &e) == 0) {
-		struct routed er = {
-			.kind = r->kind, .type = TY_ERROR, .id = r->id, .from = r->to,
-			.to = r->from, .bytes = err.data, .len = err.len, .hops = MAX_HOPS,
-		};
-		deliver_entry(&e, &er);
-	}
-	free(err.data);
-}
-
-/* R's full-JID recipient is gone: RFC 6121 8.5.3.2 for messages, errors
- * for iq, silence for presence. */
-static void recipient_gone(const struct routed *r)
-{
-	if (r->kind == ST_MESSAGE) {
-		if (r->type == TY_ERROR)
-			return;
-		if (r->type == TY_GROUPCHAT || r->hops >= MAX_HOPS) {
-			bounce(r, "service-unavailable");
-			return;
-		}
-		char bare[SESSDIR_JID_MAX];
-		const char *slash = strchr(r->to, '/');
-		size_t n = slash ? (size_t)(slash - r->to) : strlen(r->to);
-		if (n >= sizeof bare)
-			return;
-		memcpy(bare, r->to, n);
-		bare[n] = '\0';
-		struct routed again = *r;
-		again.hops++;
-		route_to_bare(&again, bare, true);
-	} else if (r->kind == ST_IQ && (r->type == TY_GET || r->type == TY_SET)) {
-		bounce(r, "service-unavailable");
-	}
-}
-
-static void deliver_entry(const struct sessdir_entry *e, const struct routed *r)
-{
-	if (e->worker != (uint16_t)worker.index) {
-		send_route(e, ROUTE_DELIVER, r);
-		return;
-	}
-	struct conn *t = conn_lookup(e->conn_id, e->conn_gen);
-	if (t && t->state == C2S_BOUND)
-		deliver_local(t, r->bytes, r->len);
-	else
-		recipient_gone(r);
-}
-
-/* RFC 6121 8.5.2: a stanza to a bare JID of an existing account. */
-static void route_to_bare(const struct routed *r, const char *bare, bool to_full)
-{
-	struct sessdir_entry es[BARE_FANOUT];
-	int n = sessdir_lookup_bare(worker.sessdir, bare, es, BARE_FANOUT, NULL);
-	int best = -129;
-	int targets = 0;
-	for (int i = 0; i < n; i++)
-		if (es[i].available && es[i].priority >= 0 && es[i].priority > best)
-			best = es[i].priority;
-	switch (r->kind) {
-	case ST_MESSAGE:
-		if (r->type == TY_GROUPCHAT) {
-			bounce(r, "service-unavailable");
-			return;
-		}
-		for (int i = 0; i < n; i++) {
-			if (!es[i].available || es[i].priority < 0)
-				continue;
-			/* headline: every non-negative resource; chat and
-			 * normal: the highest-priority ones */
-			if (r->type != TY_HEADLINE && es[i].priority != best)
-				continue;
-			deliver_entry(&es[i], r);
-			targets++;
-		}
-		/* No offline storage yet: say so rather than drop silently. */
-		if (!targets && r->type != TY_HEADLINE && r->type != TY_ERROR)
-			bounce(r, "service-unavailable");
-		return;
-	case ST_PRESENCE:
-		for (int i = 0; i < n; i++)
-			if (es[i].available)
-				deliver_entry(&es[i], r);
-		return;
-	case ST_IQ:
-		(void)to_full;
-		bounce(r, "service-unavailable");
-		return;
-	default:
-		return;
-	}
-}
-
-/* Route a stamped stanza to a user of this domain. */
-static void route_to_user(const struct routed *r, const struct jid *to)
-{
-	char bare[SESSDIR_JID_MAX];
-	if (jid_bare(to, bare, sizeof bare) < 0) {
-		bounce(r, "service-unavailable");
-		return;
-	}
-	struct scram_creds creds;
-	if (accounts_get(worker.accounts, bare, &creds) != 0) {
-		bounce(r, "service-unavailable"); /* no such user */
-		return;
-	}
-	if (to->resource[0]) {
-		struct sessdir_entry e;
-		if (sessdir_lookup_full(worker.sessdir, r->to, &e) == 0)
-			deliver_entry(&e, r);
-		else
-			recipient_gone(r);
-		return;
-	}
-	route_to_bare(r, bare, false);
-}
-
 /* ---- presence ---------------------------------------------------------------------- */
 
 /* The bare JID of C's account. */
@@ -551,7 +239,7 @@ static void broadcast_own(struct conn *c, const char *bytes, size_t len, enum st
 			.kind = ST_PRESENCE, .type = type, .from = c->jid, .to = es[i].jid,
 			.bytes = bytes, .len = len,
 		};
-		deliver_entry(&es[i], &r);
+		route_to_entry(&es[i], &r);
 	}
 }
 
@@ -566,11 +254,9 @@ static void probe_own(struct conn *c)
 		if (es[i].worker == (uint16_t)worker.index) {
 			struct conn *o = conn_lookup(es[i].conn_id, es[i].conn_gen);
 			if (o && extra(o)->presence)
-				deliver_local(c, extra(o)->presence, extra(o)->presence_len);
+				write_or_close(c, extra(o)->presence, extra(o)->presence_len);
 		} else {
-			struct routed r = { .kind = ST_PRESENCE, .type = TY_PROBE,
-					    .from = c->jid, .to = es[i].jid, .bytes = "", .len = 0 };
-			send_route(&es[i], ROUTE_PROBE, &r);
+			route_probe(&es[i], c->jid);
 		}
 	}
 }
@@ -657,13 +343,13 @@ static void handle_server_iq(struct conn *c, const struct xml_stanza *st, enum s
 
 static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 {
-	enum stanza_kind kind = kind_of(st->head.ns, st->head.name);
+	enum stanza_kind kind = stanza_kind_of(st->head.ns, st->head.name);
 	if (kind == ST_OTHER) {
 		stream_error(c, "unsupported-stanza-type", NULL);
 		return;
 	}
 	atomic_fetch_add_explicit(&worker.slot->stanzas_in, 1, memory_order_relaxed);
-	enum stanza_type type = type_of(kind, st->head.type);
+	enum stanza_type type = stanza_type_of(kind, st->head.type);
 	if (type == TY_INVALID) {
 		reply_error(c, kind, st->head.to, st->head.id, "bad-request");
 		return;
@@ -702,7 +388,7 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 			struct routed r = { .kind = kind, .type = type, .id = st->head.id,
 					    .from = c->jid, .to = self_bare, .bytes = stamp.data,
 					    .len = stamp.len };
-			route_to_user(&r, &self);
+			route_stanza(&r, &self);
 		}
 		return;
 	}
@@ -715,13 +401,7 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 			reply_error(c, kind, st->head.to, st->head.id, "jid-malformed");
 		return;
 	}
-	if (strcmp(to.domain, domain) != 0) {
-		/* federation (s2s) is a later issue */
-		if (kind != ST_PRESENCE)
-			reply_error(c, kind, to_norm, st->head.id, "remote-server-not-found");
-		return;
-	}
-	if (!to.local[0]) {
+	if (!strcmp(to.domain, domain) && !to.local[0]) {
 		if (kind == ST_IQ && !to.resource[0])
 			handle_server_iq(c, st, type, to_norm, false);
 		else if (kind == ST_IQ)
@@ -732,9 +412,10 @@ static void handle_bound_stanza(struct conn *c, const struct xml_stanza *st)
 		handle_server_iq(c, st, type, to_norm, true);
 		return;
 	}
+	/* users of this domain, call bridges, and (later) other domains */
 	struct routed r = { .kind = kind, .type = type, .id = st->head.id, .from = c->jid,
 			    .to = to_norm, .bytes = stamp.data, .len = stamp.len };
-	route_to_user(&r, &to);
+	route_stanza(&r, &to);
 }
 
 /* ---- authentication and binding --------------------------------------------------------------- */
@@ -751,28 +432,66 @@ static int lookup_creds(void *arg, const char *username, struct scram_creds *out
 	return accounts_get(worker.accounts, bare, out);
 }
 
+/* A failed login attempt: the SASL failure, the log line operators search
+ * for, and the stream closed after too many. */
+static void auth_failed(struct conn *c, const char *user, const char *mech, const char *cond)
+{
+	struct buf *b = &build;
+	b->len = 0;
+	buf_add_str(b, "<failure xmlns='" XMLNS_SASL "'><");
+	buf_add_str(b, cond);
+	buf_add_str(b, "/></failure>");
+	conn_write(c, b->data, b->len);
+	log_info("authentication failure for %s from %s (%s: %s)", user[0] ? user : "?", c->peer,
+		 mech, cond);
+	c->state = C2S_WAIT_AUTH;
+	if (++c->auth_failures >= worker.cfg->auth_attempts)
+		stream_error(c, "policy-violation", "too many authentication failures");
+}
+
+/* USER (as the client sent it) is authenticated: the session's JID is the
+ * normalised USER@DOMAIN. B holds the <success/> already written. */
+static void auth_succeeded(struct conn *c, const char *user, const char *mech)
+{
+	char bare[SESSDIR_JID_MAX];
+	struct jid j;
+	int len = snprintf(bare, sizeof bare, "%s@%s", user, domain);
+	if (len < 0 || (size_t)len >= sizeof bare || jid_parse(&j, bare, (size_t)len) < 0 ||
+	    (len = jid_bare(&j, bare, sizeof bare)) < 0) {
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	log_info("authenticated %s from %s (%s)", bare, c->peer, mech);
+	c->jid = strdup(bare);
+	if (!c->jid) {
+		stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	c->bare_len = (size_t)len;
+	c->authenticated = true;
+	c->state = C2S_WAIT_STREAM;
+	extra(c)->action = ACT_RESTART;
+	xmlstream_request_reset(c->xml);
+}
+
+static void sasl_end(struct conn *c)
+{
+	sasl_session_clear(c->sasl);
+	free(c->sasl);
+	c->sasl = NULL;
+}
+
 static void sasl_reply(struct conn *c, enum sasl_result res, const uint8_t *out, size_t out_len)
 {
 	struct buf *b = &build;
 	b->len = 0;
 	if (res == SASL_FAILURE) {
-		const char *cond = sasl_failure_condition(c->sasl->failure);
 		char user[sizeof c->sasl->username];
 		memcpy(user, c->sasl->username, sizeof user);
-		if (!user[0])
-			strcpy(user, "?");
-		buf_add_str(b, "<failure xmlns='" XMLNS_SASL "'><");
-		buf_add_str(b, cond);
-		buf_add_str(b, "/></failure>");
-		conn_write(c, b->data, b->len);
-		log_info("authentication failure for %s from %s (%s: %s)", user, c->peer,
-			 sasl_mech_name(c->sasl->mech), cond);
-		sasl_session_clear(c->sasl);
-		free(c->sasl);
-		c->sasl = NULL;
-		c->state = C2S_WAIT_AUTH;
-		if (++c->auth_failures >= worker.cfg->auth_attempts)
-			stream_error(c, "policy-violation", "too many authentication failures");
+		enum sasl_failure why = c->sasl->failure;
+		const char *mech = sasl_mech_name(c->sasl->mech);
+		sasl_end(c);
+		auth_failed(c, user, mech, sasl_failure_condition(why));
 		return;
 	}
 	char *b64 = malloc(out_len * 4 / 3 + 8);
@@ -798,31 +517,86 @@ static void sasl_reply(struct conn *c, enum sasl_result res, const uint8_t *out,
 		buf_add_str(b, "<success xmlns='" XMLNS_SASL "'/>");
 	free(b64);
 	conn_write(c, b->data, b->len);
-
 	/* The SASL user name is as the client sent it; the session's JID is
 	 * the normalised one the account store was asked about. */
-	char bare[SESSDIR_JID_MAX];
+	char user[sizeof c->sasl->username];
+	memcpy(user, c->sasl->username, sizeof user);
+	const char *mech = sasl_mech_name(c->sasl->mech);
+	sasl_end(c);
+	auth_succeeded(c, user, mech);
+}
+
+/* ---- the login hand-off (auth: callbridge) ------------------------------------------------ */
+
+#define HANDOFF_MECH "PLAIN via call bridge"
+
+/* A PLAIN message IN for a call bridge to decide (docs/callbridge.md). */
+static void handoff_start(struct conn *c, const uint8_t *in, size_t len)
+{
+	struct c2s_extra *x = extra(c);
+	struct sasl_session id = { .domain = domain };
+	struct sasl_plain p;
+	char bare[SESSDIR_JID_MAX], password[1024];
 	struct jid j;
-	int len = snprintf(bare, sizeof bare, "%s@%s", c->sasl->username, domain);
-	if (len < 0 || (size_t)len >= sizeof bare || jid_parse(&j, bare, (size_t)len) < 0 ||
-	    (len = jid_bare(&j, bare, sizeof bare)) < 0) {
+	int rc;
+
+	if (sasl_plain_split(in, len, &p) < 0) {
+		auth_failed(c, "?", HANDOFF_MECH, "malformed-request");
+		return;
+	}
+	if ((rc = sasl_plain_identity(&id, &p)) < 0) {
+		auth_failed(c, id.username, HANDOFF_MECH,
+			    rc == -EACCES ? "invalid-authzid" : "malformed-request");
+		return;
+	}
+	int n = snprintf(bare, sizeof bare, "%s@%s", id.username, domain);
+	if (n < 0 || (size_t)n >= sizeof bare || jid_parse(&j, bare, (size_t)n) < 0 ||
+	    j.resource[0] || p.password_len >= sizeof password) {
+		auth_failed(c, id.username, HANDOFF_MECH, "not-authorized");
+		return;
+	}
+	memcpy(password, p.password, p.password_len);
+	password[p.password_len] = '\0';
+	free(x->handoff_user);
+	x->handoff_user = strdup(id.username);
+	if (!x->handoff_user) {
+		explicit_bzero(password, sizeof password);
 		stream_error(c, "internal-server-error", NULL);
 		return;
 	}
-	log_info("authenticated %s from %s (%s)", bare, c->peer, sasl_mech_name(c->sasl->mech));
-	sasl_session_clear(c->sasl);
-	free(c->sasl);
-	c->sasl = NULL;
-	c->jid = strdup(bare);
-	if (!c->jid) {
-		stream_error(c, "internal-server-error", NULL);
+	x->handoff_seq++;
+	rc = component_auth_request(c, x->handoff_seq, id.username, password);
+	explicit_bzero(password, sizeof password);
+	if (rc < 0) {
+		if (rc == -ENOENT)
+			log_warn("no authentication service: no call bridge is connected to "
+				 "check %s's login from %s", id.username, c->peer);
+		auth_failed(c, id.username, HANDOFF_MECH, "temporary-auth-failure");
 		return;
 	}
-	c->bare_len = (size_t)len;
-	c->authenticated = true;
-	c->state = C2S_WAIT_STREAM;
-	extra(c)->action = ACT_RESTART;
-	xmlstream_request_reset(c->xml);
+	x->handoff_pending = true;
+	x->handoff_deadline_ms = worker.now_ms + worker.cfg->auth_timeout_ms;
+	c->state = C2S_SASL;
+}
+
+void c2s_auth_answer(struct conn *c, uint32_t seq, bool ok, const char *condition)
+{
+	struct c2s_extra *x = extra(c);
+	if (c->handler != &c2s_handler || !x || !x->handoff_pending || seq != x->handoff_seq ||
+	    c->state != C2S_SASL)
+		return; /* a late answer: the attempt timed out or was aborted */
+	x->handoff_pending = false;
+	char *user = x->handoff_user;
+	x->handoff_user = NULL;
+	if (ok) {
+		conn_write_str(c, "<success xmlns='" XMLNS_SASL "'/>");
+		auth_succeeded(c, user, HANDOFF_MECH);
+	} else {
+		auth_failed(c, user, HANDOFF_MECH,
+			    condition && !strcmp(condition, "not-authorized") ? "not-authorized"
+									: "temporary-auth-failure");
+	}
+	free(user);
 }
 
 static void handle_auth(struct conn *c, const struct xml_stanza *st)
@@ -830,18 +604,16 @@ static void handle_auth(struct conn *c, const struct xml_stanza *st)
 	const struct xml_node *n = st->tree;
 	const struct listener_config *l = &worker.cfg->listeners[c->listener];
 	if (!strcmp(n->name, "abort")) {
-		if (c->sasl) {
-			sasl_session_clear(c->sasl);
-			free(c->sasl);
-			c->sasl = NULL;
-		}
+		if (c->sasl)
+			sasl_end(c);
+		extra(c)->handoff_pending = false; /* a late answer is ignored */
 		conn_write_str(c, "<failure xmlns='" XMLNS_SASL "'><aborted/></failure>");
 		c->state = C2S_WAIT_AUTH;
 		return;
 	}
 	bool is_auth = !strcmp(n->name, "auth");
-	if ((is_auth && c->state != C2S_WAIT_AUTH) || (!is_auth && c->state != C2S_SASL) ||
-	    (!is_auth && strcmp(n->name, "response"))) {
+	if ((is_auth && c->state != C2S_WAIT_AUTH) ||
+	    (!is_auth && (c->state != C2S_SASL || !c->sasl || strcmp(n->name, "response")))) {
 		stream_error(c, "policy-violation", "unexpected SASL element");
 		return;
 	}
@@ -872,7 +644,8 @@ static void handle_auth(struct conn *c, const struct xml_stanza *st)
 		enum sasl_mech mech = sasl_mech_from_name(xml_attr(n, "mechanism") ?
 							  xml_attr(n, "mechanism") : "");
 		const char *refuse = NULL;
-		if (mech == SASL_MECH_NONE)
+		bool handoff = worker.cfg->auth == AUTH_CALLBRIDGE;
+		if (mech == SASL_MECH_NONE || (handoff && mech != SASL_MECH_PLAIN))
 			refuse = "invalid-mechanism";
 		else if (!c->tls_active && l->tls == TLS_MODE_REQUIRED)
 			refuse = "encryption-required";
@@ -888,6 +661,13 @@ static void handle_auth(struct conn *c, const struct xml_stanza *st)
 			buf_add_str(&build, refuse);
 			buf_add_str(&build, "/></failure>");
 			conn_write(c, build.data, build.len);
+			return;
+		}
+		if (handoff) {
+			handoff_start(c, in, (size_t)in_len);
+			explicit_bzero(in, (size_t)in_len);
+			free(in);
+			free(out);
 			return;
 		}
 		uint8_t cb[32];
@@ -914,6 +694,7 @@ static void handle_auth(struct conn *c, const struct xml_stanza *st)
 		res = sasl_step(c->sasl, in, (size_t)in_len, out, SASL_OUT_MAX, &out_len);
 	}
 	sasl_reply(c, res, out, out_len);
+	explicit_bzero(in, tlen + 4);
 	free(in);
 	free(out);
 }
@@ -939,7 +720,7 @@ static void handle_bind(struct conn *c, const struct xml_stanza *st)
 		memcpy(resource, r->text, r->text_len);
 		resource[r->text_len] = '\0';
 	} else {
-		random_id(resource, 17);
+		stanza_random_id(resource, 17);
 	}
 	struct sessdir_entry e;
 	memset(&e, 0, sizeof e);
@@ -982,8 +763,7 @@ static void handle_bind(struct conn *c, const struct xml_stanza *st)
 			if (o && o != c)
 				stream_error(o, "conflict", "replaced by a new session");
 		} else {
-			struct routed k = { .kind = ST_OTHER, .bytes = "", .len = 0 };
-			send_route(&old, ROUTE_KICK, &k);
+			route_kick(&old);
 		}
 	}
 	build.len = 0;
@@ -1044,7 +824,7 @@ static bool on_stanza_start(void *ctx, const struct xml_stanza_head *head)
 	struct conn *c = ctx;
 	if (c->state != C2S_BOUND)
 		return true;
-	enum stanza_kind k = kind_of(head->ns, head->name);
+	enum stanza_kind k = stanza_kind_of(head->ns, head->name);
 	if (k == ST_PRESENCE)
 		return head->to == NULL;
 	if (k != ST_IQ)
@@ -1121,7 +901,7 @@ void c2s_fini(void)
 	build = (struct buf){ 0 };
 }
 
-int c2s_open(struct conn *c)
+static int c2s_open(struct conn *c)
 {
 	c->proto = calloc(1, sizeof(struct c2s_extra));
 	c->xml = xmlstream_new(&callbacks, c, worker.cfg->max_stanza_size, worker.cfg->max_depth);
@@ -1133,8 +913,18 @@ int c2s_open(struct conn *c)
 	return 0;
 }
 
-void c2s_input(struct conn *c, const char *data, size_t len)
+static void c2s_input(struct conn *c, const char *data, size_t len)
 {
+	if (xmlstream_reset_requested(c->xml) && extra(c)->action == ACT_RESTART) {
+		/* authenticated outside the parser (the login hand-off's answer
+		 * came from a call bridge): the new stream starts here */
+		if (xmlstream_reset(c->xml) < 0) {
+			stream_error(c, "internal-server-error", NULL);
+			return;
+		}
+		extra(c)->action = ACT_NONE;
+		extra(c)->skip_leading_space = true;
+	}
 	while (len && c->state != C2S_CLOSING && !c->fd_closed) {
 		if (extra(c)->skip_leading_space) {
 			while (len && strchr(" \t\r\n", *data))
@@ -1175,13 +965,13 @@ void c2s_input(struct conn *c, const char *data, size_t len)
 	}
 }
 
-void c2s_tls_ready(struct conn *c)
+static void c2s_tls_ready(struct conn *c)
 {
 	c->state = C2S_WAIT_STREAM;
 	tls_conn_trim(c->tls);
 }
 
-void c2s_closed(struct conn *c)
+static void c2s_closed(struct conn *c)
 {
 	struct c2s_extra *x = extra(c);
 	if (c->jid && c->state == C2S_BOUND)
@@ -1211,13 +1001,14 @@ void c2s_closed(struct conn *c)
 	free(c->jid);
 	c->jid = NULL;
 	if (x) {
+		free(x->handoff_user);
 		free(x->presence);
 		free(x);
 		c->proto = NULL;
 	}
 }
 
-void c2s_shutdown(struct conn *c)
+static void c2s_shutdown(struct conn *c)
 {
 	if (c->state == C2S_CLOSING)
 		return;
@@ -1229,7 +1020,7 @@ void c2s_shutdown(struct conn *c)
 	}
 }
 
-void c2s_tick(struct conn *c)
+static void c2s_tick(struct conn *c)
 {
 	/* Once a second: give back what a burst left behind (expat's buffers
 	 * and name pool, the stanza arena), so an idle stream holds little;
@@ -1243,6 +1034,12 @@ void c2s_tick(struct conn *c)
 			xmlstream_hibernate(c->xml);
 		xmlstream_trim(c->xml);
 	}
+	struct c2s_extra *x = extra(c);
+	if (x->handoff_pending && worker.now_ms >= x->handoff_deadline_ms) {
+		log_warn("authentication service did not answer within %u ms for %s from %s",
+			 worker.cfg->auth_timeout_ms, x->handoff_user, c->peer);
+		c2s_auth_answer(c, x->handoff_seq, false, "temporary-auth-failure");
+	}
 	if (c->state == C2S_BOUND || c->state == C2S_CLOSING ||
 	    worker.now_ms - c->opened_ms <= AUTH_TIMEOUT_MS)
 		return;
@@ -1254,52 +1051,25 @@ void c2s_tick(struct conn *c)
 	stream_error(c, "connection-timeout", "no session established in time");
 }
 
-void c2s_inbound(const void *msg, size_t len)
+void c2s_answer_probe(struct conn *t, const char *from)
 {
-	struct route_hdr h;
-	if (len < sizeof h)
+	if (!t->available || !extra(t)->presence)
 		return;
-	memcpy(&h, msg, sizeof h);
-	const char *p = (const char *)msg + sizeof h;
-	size_t var = (size_t)h.to_len + h.from_len + h.id_len;
-	if (len < sizeof h + var + h.stanza_len)
-		return;
-	char *to = strndup(p, h.to_len);
-	char *from = strndup(p + h.to_len, h.from_len);
-	char *id = h.id_len ? strndup(p + h.to_len + h.from_len, h.id_len) : NULL;
-	if (!to || !from || (h.id_len && !id))
-		goto out;
-	struct routed r = {
-		.kind = (enum stanza_kind)h.stanza, .type = (enum stanza_type)h.type, .id = id,
-		.from = from, .to = to, .bytes = p + var, .len = h.stanza_len, .hops = h.hops,
-	};
-	struct conn *t = conn_lookup(h.conn_id, h.conn_gen);
-	switch (h.kind) {
-	case ROUTE_DELIVER:
-		if (t && t->state == C2S_BOUND)
-			deliver_local(t, r.bytes, r.len);
-		else
-			recipient_gone(&r);
-		break;
-	case ROUTE_KICK:
-		if (t)
-			stream_error(t, "conflict", "replaced by a new session");
-		break;
-	case ROUTE_PROBE:
-		if (t && t->state == C2S_BOUND && t->available && extra(t)->presence) {
-			struct sessdir_entry e;
-			if (sessdir_lookup_full(worker.sessdir, from, &e) == 0) {
-				struct routed pr = { .kind = ST_PRESENCE, .type = TY_NONE,
-						     .from = t->jid, .to = from,
-						     .bytes = extra(t)->presence,
-						     .len = extra(t)->presence_len, .hops = MAX_HOPS };
-				deliver_entry(&e, &pr);
-			}
-		}
-		break;
+	struct sessdir_entry e;
+	if (sessdir_lookup_full(worker.sessdir, from, &e) == 0) {
+		struct routed pr = { .kind = ST_PRESENCE, .type = TY_NONE, .from = t->jid,
+				     .to = from, .bytes = extra(t)->presence,
+				     .len = extra(t)->presence_len, .hops = ROUTE_MAX_HOPS };
+		route_to_entry(&e, &pr);
 	}
-out:
-	free(to);
-	free(from);
-	free(id);
 }
+
+const struct conn_handler c2s_handler = {
+	.open = c2s_open,
+	.input = c2s_input,
+	.tls_ready = c2s_tls_ready,
+	.closed = c2s_closed,
+	.shutdown = c2s_shutdown,
+	.tick = c2s_tick,
+	.stream_error = stream_error,
+};

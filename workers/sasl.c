@@ -620,36 +620,59 @@ static bool authzid_allowed(const struct sasl_session *s, const char *authzid)
 	return n > 0 && (size_t)n < sizeof self && ascii_equal_nocase(authzid, self);
 }
 
-static enum sasl_result plain_in(struct sasl_session *s, const uint8_t *in, size_t len)
+int sasl_plain_split(const uint8_t *in, size_t len, struct sasl_plain *out)
 {
 	const char *msg = (const char *)in;
-	uint8_t stored[WC_SHA256_DIGEST_SIZE], server[WC_SHA256_DIGEST_SIZE];
-	enum sasl_failure why = SASL_FAIL_MALFORMED_REQUEST;
 
 	if (len == 0 || len > PLAIN_MSG_MAX)
-		goto out;
+		return -EINVAL;
 	/* [authzid] NUL authcid NUL passwd, none of them containing NUL */
 	const char *nul1 = memchr(msg, 0, len);
 	const char *nul2 = nul1 ? memchr(nul1 + 1, 0, len - (size_t)(nul1 + 1 - msg)) : NULL;
 	if (!nul2 || memchr(nul2 + 1, 0, len - (size_t)(nul2 + 1 - msg)))
+		return -EINVAL;
+	out->authzid = msg;
+	out->authzid_len = (size_t)(nul1 - msg);
+	out->authcid = nul1 + 1;
+	out->authcid_len = (size_t)(nul2 - nul1 - 1);
+	out->password = nul2 + 1;
+	out->password_len = len - (size_t)(out->password - msg);
+	if (out->authcid_len == 0 || out->password_len == 0)
+		return -EINVAL;
+	return 0;
+}
+
+int sasl_plain_identity(struct sasl_session *s, const struct sasl_plain *p)
+{
+	if (p->authcid_len >= sizeof s->username)
+		return -EINVAL;
+	memcpy(s->username, p->authcid, p->authcid_len);
+	s->username[p->authcid_len] = '\0';
+	/* the authzid is NUL-terminated where the authcid begins */
+	if (p->authzid_len && !authzid_allowed(s, p->authzid))
+		return -EACCES;
+	return 0;
+}
+
+static enum sasl_result plain_in(struct sasl_session *s, const uint8_t *in, size_t len)
+{
+	uint8_t stored[WC_SHA256_DIGEST_SIZE], server[WC_SHA256_DIGEST_SIZE];
+	enum sasl_failure why = SASL_FAIL_MALFORMED_REQUEST;
+	struct sasl_plain p;
+	int rc;
+
+	if (sasl_plain_split(in, len, &p) < 0)
 		goto out;
-	size_t authzid_len = (size_t)(nul1 - msg);
-	size_t authcid_len = (size_t)(nul2 - nul1 - 1);
-	const char *password = nul2 + 1;
-	size_t password_len = len - (size_t)(password - msg);
-	if (authcid_len == 0 || authcid_len >= sizeof s->username || password_len == 0)
-		goto out;
-	memcpy(s->username, nul1 + 1, authcid_len);
-	s->username[authcid_len] = '\0';
-	if (authzid_len && !authzid_allowed(s, msg)) { /* msg is NUL-terminated at nul1 */
-		why = SASL_FAIL_INVALID_AUTHZID;
+	if ((rc = sasl_plain_identity(s, &p)) < 0) {
+		if (rc == -EACCES)
+			why = SASL_FAIL_INVALID_AUTHZID;
 		goto out;
 	}
 	if ((why = load_creds(s)) != SASL_FAIL_NONE)
 		goto out;
 	/* derive even for an unknown user: the same work either way */
 	why = SASL_FAIL_TEMPORARY_AUTH_FAILURE;
-	if (scram_keys(&hash_sha256, password, password_len, s->creds.salt, SCRAM_SALT_LEN,
+	if (scram_keys(&hash_sha256, p.password, p.password_len, s->creds.salt, SCRAM_SALT_LEN,
 		       s->creds.iterations, NULL, stored, server) < 0)
 		goto out;
 	bool ok = (ct_memcmp(stored, s->creds.stored_key_sha256, sizeof stored) == 0) &

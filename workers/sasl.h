@@ -203,4 +203,18 @@ int base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 /* Constant-time comparison of equal-length buffers: 0 when equal. */
 int ct_memcmp(const void *a, const void *b, size_t len);
 
+/* A SASL PLAIN message (RFC 4616) split in place: pointers into the input,
+ * none NUL-terminated except that AUTHZID ends where AUTHCID begins. */
+struct sasl_plain {
+	const char *authzid, *authcid, *password;
+	size_t authzid_len, authcid_len, password_len;
+};
+/* 0, or -EINVAL when IN is not "[authzid] NUL authcid NUL passwd" with a
+ * non-empty authcid and password (or is longer than PLAIN allows). */
+int sasl_plain_split(const uint8_t *in, size_t len, struct sasl_plain *out);
+/* Take P's identity into S (S->username = authcid; S->domain set, as by
+ * sasl_start): 0, -EINVAL when the name is too long, -EACCES when an
+ * authzid other than authcid@domain is asked for. */
+int sasl_plain_identity(struct sasl_session *s, const struct sasl_plain *p);
+
 #endif

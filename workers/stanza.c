@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "workers/stanza.h"
 #include "workers/xmlstream.h"
@@ -112,3 +113,16 @@ int stanza_set_from(struct buf *out, const char *raw, size_t raw_len, size_t sta
 	return 0;
 }
 
+void stanza_random_id(char *out, size_t len)
+{
+	static const char alphabet[] =
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	unsigned char rnd[64];
+	if (len > sizeof rnd)
+		len = sizeof rnd;
+	if (getrandom(rnd, len, 0) != (ssize_t)len)
+		memset(rnd, 0x5a, len);
+	for (size_t i = 0; i + 1 < len; i++)
+		out[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
+	out[len - 1] = '\0';
+}

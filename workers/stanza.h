@@ -26,6 +26,9 @@ int buf_add_str(struct buf *b, const char *s);
 int buf_add_esc(struct buf *b, const char *s);
 void buf_free(struct buf *b);
 
+/* A random id of LEN - 1 letters and digits (stream ids, resources). */
+void stanza_random_id(char *out, size_t len);
+
 /* Copy stanza RAW into OUT (replacing OUT's content) with its start tag's
  * 'from' set to FROM; any 'from' the sender put there is dropped, the rest
  * is kept byte for byte. START_TAG_LEN is the length of RAW's start tag,

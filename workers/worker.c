@@ -35,6 +35,7 @@
 #include "shm/sessdir.h"
 #include "storage/accounts.h"
 #include "workers/tls.h"
+#include "workers/router.h"
 #include "workers/worker.h"
 #include "workers/xmlstream.h"
 
@@ -234,7 +235,7 @@ static void conn_destroy(struct conn *c)
 			  (long long)(worker.now_ms - c->opened_ms));
 	if (!c->closed_notified) {
 		c->closed_notified = true;
-		c2s_closed(c);
+		c->handler->closed(c);
 	}
 	if (c->counted) {
 		c->counted = false;
@@ -387,9 +388,20 @@ static void on_accept(struct io_uring_cqe *cqe)
 	atomic_fetch_add_explicit(&worker.slot->accepted, 1, memory_order_relaxed);
 	peer_name(fd, c->peer, sizeof c->peer);
 	log_debug("connection %u from %s accepted on listener %d", c->id, c->peer, l);
-	if (c2s_open(c) < 0) {
+	const struct listener_config *lc = &worker.cfg->listeners[l];
+	c->handler = lc->type == LISTENER_COMPONENT ? &component_handler : &c2s_handler;
+	if (c->handler->open(c) < 0) {
 		conn_destroy(c);
 		return;
+	}
+	if (lc->tls == TLS_MODE_DIRECT) {
+		/* TLS from the first byte: the stream begins after the handshake */
+		if (conn_start_tls(c) < 0) {
+			log_error("out of memory for TLS with %s", c->peer);
+			conn_destroy(c);
+			return;
+		}
+		c->state = C2S_TLS_HANDSHAKE;
 	}
 	arm_recv(c);
 }
@@ -411,13 +423,13 @@ static void tls_input(struct conn *c, const char *data, size_t len)
 			conn_destroy(c);
 			return;
 		}
-		c2s_tls_ready(c);
+		c->handler->tls_ready(c);
 	}
 	while (!c->fd_closed) {
 		enum tls_status st = TLS_OK;
 		long n = tls_conn_read(c->tls, tls_plain, sizeof tls_plain, &st);
 		if (n > 0) {
-			c2s_input(c, tls_plain, (size_t)n);
+			c->handler->input(c, tls_plain, (size_t)n);
 			continue;
 		}
 		if (st == TLS_WANT_READ)
@@ -449,7 +461,7 @@ static void on_recv(struct io_uring_cqe *cqe)
 			if (c->tls_active)
 				tls_input(c, data, (size_t)cqe->res);
 			else
-				c2s_input(c, data, (size_t)cqe->res);
+				c->handler->input(c, data, (size_t)cqe->res);
 		}
 		io_uring_buf_ring_add(recv_ring, data, RECV_BUF_SIZE, (unsigned short)bid,
 				      io_uring_buf_ring_mask(RECV_BUFS), 0);
@@ -577,7 +589,7 @@ static void drain_inbox(void)
 		}
 		if (n == 0)
 			return;
-		c2s_inbound(worker.scratch, (size_t)n);
+		router_inbound(worker.scratch, (size_t)n);
 	}
 }
 
@@ -630,7 +642,7 @@ static void begin_stop(void)
 	drain_deadline_ms = worker.now_ms + worker.cfg->drain_timeout_ms;
 	for (uint32_t i = 0; i < conn_cap; i++)
 		if (conns[i] && !conns[i]->fd_closed)
-			c2s_shutdown(conns[i]);
+			conns[i]->handler->shutdown(conns[i]);
 	log_info("stopping: closing %u connections", conn_live);
 }
 
@@ -675,7 +687,7 @@ static void on_tick(void)
 			if (c->closing && worker.now_ms >= c->close_deadline_ms)
 				conn_destroy(c);
 			else
-				c2s_tick(c);
+				c->handler->tick(c);
 		}
 	}
 	if (worker.stopping && worker.now_ms >= drain_deadline_ms) {
@@ -858,6 +870,8 @@ int worker_main(const struct worker_args *args)
 	flush_dirty();
 	io_uring_submit(&uring);
 	c2s_fini();
+	component_fini();
+	router_fini();
 	accounts_close(worker.accounts);
 	log_info("worker %d stopped", args->index);
 	return 0;

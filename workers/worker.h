@@ -59,9 +59,12 @@ struct worker_args {
 
 int worker_main(const struct worker_args *args);
 
+/* A stream's state. Components use WAIT_STREAM, TLS_HANDSHAKE, WAIT_AUTH
+ * (header sent, handshake next), BOUND and CLOSING: BOUND means "stanzas
+ * may be delivered to it" for both kinds, which is all the router asks. */
 enum c2s_state {
 	C2S_WAIT_STREAM = 0, /* waiting for <stream:stream> */
-	C2S_TLS_HANDSHAKE,   /* after <proceed/>, until the handshake completes */
+	C2S_TLS_HANDSHAKE,   /* after <proceed/> (or at accept for direct TLS) until done */
 	C2S_WAIT_AUTH,       /* features sent, SASL next */
 	C2S_SASL,            /* SASL exchange under way */
 	C2S_WAIT_BIND,       /* authenticated, bind next */
@@ -69,11 +72,36 @@ enum c2s_state {
 	C2S_CLOSING,         /* </stream:stream> sent, draining */
 };
 
+struct conn;
+
+/* The protocol a listener speaks (c2s.c, component.c): the loop calls these
+ * and knows nothing else about streams. */
+struct conn_handler {
+	int (*open)(struct conn *c);
+	/* Plaintext from the peer. */
+	void (*input)(struct conn *c, const char *data, size_t len);
+	/* The TLS handshake finished. */
+	void (*tls_ready)(struct conn *c);
+	/* The connection is gone (peer closed, error, or we closed it):
+	 * release the session. Called exactly once. */
+	void (*closed)(struct conn *c);
+	/* Graceful stop: send system-shutdown and close the stream. */
+	void (*shutdown)(struct conn *c);
+	/* Once a second: timeouts and giving back idle memory. */
+	void (*tick)(struct conn *c);
+	/* Close the stream with a stream error (RFC 6120 4.9). */
+	void (*stream_error)(struct conn *c, const char *condition, const char *text);
+};
+
+extern const struct conn_handler c2s_handler;
+extern const struct conn_handler component_handler;
+
 struct conn {
 	uint32_t id;         /* slot index */
 	uint32_t gen;
 	int fd;
 	int listener;        /* index into cfg->listeners */
+	const struct conn_handler *handler;
 	uint8_t ops;         /* io_uring operations in flight on this fd */
 	bool recv_armed;
 	bool send_in_flight;
@@ -147,22 +175,21 @@ int worker_send_to(int target, const void *hdr, size_t hdr_len, const void *body
 
 /* --- provided by workers/c2s.c ------------------------------------------- */
 
-int c2s_open(struct conn *c);
-/* Plaintext from the peer. */
-void c2s_input(struct conn *c, const char *data, size_t len);
-/* The TLS handshake finished. */
-void c2s_tls_ready(struct conn *c);
-/* The connection is gone (peer closed, error, or we closed it): release
- * the session. Called exactly once. */
-void c2s_closed(struct conn *c);
-/* Graceful stop: send system-shutdown and close the stream. */
-void c2s_shutdown(struct conn *c);
-/* A message from another worker's ring. */
-void c2s_inbound(const void *msg, size_t len);
-/* Periodic housekeeping (timeouts). */
-void c2s_tick(struct conn *c);
+/* Send bound client C's current presence to FROM (a probe). */
+void c2s_answer_probe(struct conn *c, const char *from);
+/* The login hand-off's answer (workers/router.h) for C's attempt SEQ. */
+void c2s_auth_answer(struct conn *c, uint32_t seq, bool ok, const char *condition);
 /* Called once in the worker after fork, and when closing. */
 int c2s_init(void);
 void c2s_fini(void);
+
+/* --- provided by workers/component.c ------------------------------------- */
+
+/* A client logging in with auth: callbridge: ask a connected call bridge
+ * about USER / PASSWORD for client connection C, attempt SEQ. 0 when asked
+ * (the answer comes through c2s_auth_answer), -ENOENT when no call bridge is
+ * connected, -errno otherwise. */
+int component_auth_request(struct conn *c, uint32_t seq, const char *user, const char *password);
+void component_fini(void);
 
 #endif

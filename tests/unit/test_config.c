@@ -57,11 +57,18 @@ static void test_defaults(void)
 	CHECK_STR(c.domain, "localhost");
 	CHECK(c.worker_count == (cpus > 64 ? 64 : cpus < 1 ? 1 : cpus));
 	CHECK(c.cpu_count == 0);
-	CHECK(c.listener_count == 1);
+	CHECK(c.listener_count == 2);
 	CHECK(c.listeners[0].type == LISTENER_C2S);
 	CHECK_STR(c.listeners[0].address, "127.0.0.1");
 	CHECK(c.listeners[0].port == 5222);
 	CHECK(c.listeners[0].tls == TLS_MODE_REQUIRED);
+	CHECK(c.listeners[1].type == LISTENER_COMPONENT);
+	CHECK_STR(c.listeners[1].address, "127.0.0.1");
+	CHECK(c.listeners[1].port == 5223);
+	CHECK(c.listeners[1].tls == TLS_MODE_DIRECT);
+	CHECK(c.auth == AUTH_INTERNAL);
+	CHECK(c.auth_timeout_ms == 10000);
+	CHECK(c.callbridge_address_count == 0);
 	CHECK_STR(c.tls_key, "");
 	CHECK_STR(c.tls_cert, "");
 	CHECK_STR(c.tls_bundle, "");
@@ -215,9 +222,10 @@ static void test_error_messages(void)
 {
 	CHECK(fails_with("domain: a\nbogus: 1\n",
 			 "t.yaml:2:1: bogus: unknown key (known here: node, domain, workers, "
-			 "listeners, tls, limits, logging, control, pid_file, shutdown)"));
+			 "listeners, tls, limits, logging, control, pid_file, shutdown, auth, callbridges)"));
 	CHECK_STR(err, "t.yaml:2:1: bogus: unknown key (known here: node, domain, workers, "
-		       "listeners, tls, limits, logging, control, pid_file, shutdown)");
+		       "listeners, tls, limits, logging, control, pid_file, shutdown, auth, "
+		       "callbridges)");
 	CHECK(fails_with("limits:\n  max_dept: 3\n",
 			 "t.yaml:2:3: limits.max_dept: unknown key (known here: max_stanza_size,"));
 	CHECK(fails_with("domain: a\ndomain: b\n",
@@ -335,6 +343,25 @@ static void test_listener_rules(void)
 		   "  - {type: c2s, address: '::', port: 5222}\n") == 0);
 	CHECK(cfg.listener_count == 3);
 
+	/* TLS defaults and modes by listener type. */
+	CHECK(load("listeners:\n"
+		   "  - {type: c2s, address: 127.0.0.1, port: 5222}\n"
+		   "  - {type: component, address: 127.0.0.1, port: 5223}\n"
+		   "  - {type: component, address: 127.0.0.1, port: 5224, tls: none}\n"
+		   "  - {type: c2s, address: 127.0.0.1, port: 5225, tls: direct}\n") == 0);
+	CHECK(cfg.listeners[0].tls == TLS_MODE_REQUIRED);
+	CHECK(cfg.listeners[1].type == LISTENER_COMPONENT);
+	CHECK(cfg.listeners[1].tls == TLS_MODE_DIRECT);
+	CHECK(cfg.listeners[2].tls == TLS_MODE_NONE);
+	CHECK(cfg.listeners[3].tls == TLS_MODE_DIRECT);
+	CHECK(fails_with("listeners:\n  - {type: c2s, address: 127.0.0.1, port: 5222, tls: none}\n",
+			 "t.yaml:2:49: listeners[0].tls: c2s listeners take required, optional or "
+			 "direct: clients send passwords"));
+	CHECK(fails_with("listeners:\n"
+			 "  - {type: component, address: 127.0.0.1, port: 5223, tls: required}\n",
+			 "t.yaml:2:55: listeners[0].tls: component listeners take direct (TLS from the "
+			 "first byte) or none (plaintext)"));
+
 	char many[4096] = "listeners:\n";
 	for (int i = 0; i <= CONFIG_MAX_LISTENERS; i++) {
 		size_t used = strlen(many);
@@ -422,8 +449,52 @@ static void test_config_load_from_file(void)
 	unlink(path);
 }
 
+static void test_callbridges(void)
+{
+	char out[300], name[64];
+
+	CHECK(load("domain: example.com\nauth: callbridge\n"
+		   "callbridges:\n  auth_timeout_ms: 2500\n"
+		   "  addresses: {cb2: Media.Example.NET, cb3: cb3.example.com}\n") == 0);
+	CHECK(cfg.auth == AUTH_CALLBRIDGE);
+	CHECK(cfg.auth_timeout_ms == 2500);
+	CHECK(cfg.callbridge_address_count == 2);
+	CHECK(config_callbridge_address(&cfg, "cb1", out, sizeof out) == 0);
+	CHECK_STR(out, "cb1.example.com");
+	CHECK(config_callbridge_address(&cfg, "cb2", out, sizeof out) == 0);
+	CHECK_STR(out, "media.example.net");
+	CHECK(config_callbridge_address(&cfg, "cb1", out, 8) == -ENAMETOOLONG);
+	CHECK(config_callbridge_name(&cfg, "cb1.example.com", name) == 0);
+	CHECK_STR(name, "cb1");
+	CHECK(config_callbridge_name(&cfg, "media.example.net", name) == 0);
+	CHECK_STR(name, "cb2");
+	CHECK(config_callbridge_name(&cfg, "cb3.example.com", name) == 0);
+	CHECK_STR(name, "cb3");
+	/* mapped away: cb2 no longer answers at its default address */
+	CHECK(config_callbridge_name(&cfg, "cb2.example.com", name) == -ENOENT);
+	CHECK(config_callbridge_name(&cfg, "a.b.example.com", name) == -ENOENT);
+	CHECK(config_callbridge_name(&cfg, "example.com", name) == -ENOENT);
+	CHECK(config_callbridge_name(&cfg, ".example.com", name) == -ENOENT);
+	CHECK(config_callbridge_name(&cfg, "xexample.com", name) == -ENOENT);
+
+	CHECK(fails_with("auth: ldap\n", "t.yaml:1:7: auth: expected one of internal, callbridge"));
+	CHECK(fails_with("callbridges: {addresses: {a.b: x.example.com}}\n",
+			 "t.yaml:1:27: callbridges.addresses.a.b: a call bridge name is 1-63 "
+			 "letters, digits and '-'"));
+	CHECK(fails_with("callbridges: {addresses: {cb1: 'not a name'}}\n",
+			 "t.yaml:1:32: callbridges.addresses.cb1: expected a domain name "
+			 "(letters, digits, '-' and '.')"));
+	CHECK(fails_with("callbridges: {addresses: {cb1: a.example, CB1: b.example}}\n",
+			 "t.yaml:1:43: callbridges.addresses.CB1: duplicate call bridge"));
+	CHECK(fails_with("callbridges: {auth_timeout_ms: 5}\n",
+			 "t.yaml:1:32: callbridges.auth_timeout_ms: expected an integer 100-600000"));
+}
+
 static void test_names(void)
 {
+	CHECK_STR(config_listener_type_name(LISTENER_COMPONENT), "component");
+	CHECK_STR(config_tls_mode_name(TLS_MODE_DIRECT), "direct");
+	CHECK_STR(config_auth_mode_name(AUTH_CALLBRIDGE), "callbridge");
 	CHECK_STR(config_listener_type_name(LISTENER_C2S), "c2s");
 	CHECK_STR(config_tls_mode_name(TLS_MODE_OPTIONAL), "optional");
 	CHECK_STR(config_log_level_name(LOG_LEVEL_WARN), "warn");
@@ -575,6 +646,7 @@ int main(void)
 	RUN(test_refused_yaml_features);
 	RUN(test_value_checks);
 	RUN(test_listener_rules);
+	RUN(test_callbridges);
 	RUN(test_tls_pairing);
 	RUN(test_path_lengths);
 	RUN(test_config_load_file_errors);
