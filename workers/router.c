@@ -186,7 +186,7 @@ static void send_route(int target, uint32_t conn_id, uint32_t conn_gen, enum rou
 	size_t var = to_len + from_len + id_len;
 	struct buf *b = &build;
 	b->len = 0;
-	if (buf_reserve(b, var + r->len) < 0) {
+	if (buf_reserve(b, var + r->len + 1) < 0) { /* never NULL, even when empty */
 		log_error("out of memory routing a stanza to worker %d", target);
 		return;
 	}
