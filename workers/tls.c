@@ -22,6 +22,9 @@
  *  - TLS 1.3 groups X25519 then P-256: among the key shares a client sends,
  *    ours is the order that wins (X25519 is several times cheaper). TLS 1.2
  *    ECDHE takes the client's first supported curve.
+ *  - ChaCha20-Poly1305 first, and wolfSSL follows the server's order: in
+ *    Debian's build (no AES-NI) it is 2-3 times faster than AES-GCM, and its
+ *    state is about 2 KB a session smaller than two AES-GCM key schedules.
  *  - No resumption: the session cache is off and no tickets are issued.
  *    Workers are separate processes behind SO_REUSEPORT and every reload
  *    makes a new context, so a ticket key would have to be shared and
@@ -32,6 +35,8 @@
  *  - The bundle is appended to the chain the server sends (intermediates);
  *    it is not loaded as trust anchors since we verify no peer here.
  *  - tls-exporter only on TLS 1.3 (see tls_conn_exporter).
+ *  - The TLS 1.3 middlebox-compatibility ChangeCipherSpec that Debian's
+ *    wolfSSL leaves out is added by our send callback (see enum compat).
  */
 #include "workers/tls.h"
 
@@ -53,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,12 +73,12 @@
 #define SELF_SIGNED_DAYS 3650
 
 static const char tls_cipher_list[] =
-	"TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
 	"TLS13-CHACHA20-POLY1305-SHA256:"
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+	"TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
 	"ECDHE-ECDSA-CHACHA20-POLY1305:"
-	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
-	"ECDHE-RSA-CHACHA20-POLY1305";
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+	"ECDHE-RSA-CHACHA20-POLY1305:"
+	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384";
 
 struct tls_ctx {
 	WOLFSSL_CTX *wctx;
@@ -91,7 +97,31 @@ struct tls_conn {
 	enum tls_status final; /* TLS_OK while usable, else CLOSED or ERROR */
 	bool done;             /* handshake complete */
 	bool output_failed;    /* OUTPUT refused bytes: explains the failure */
+	bool trimmed;          /* tls_conn_trim() ran: wolfSSL's arrays are gone */
+	uint8_t compat;        /* enum compat: the middlebox-compatibility CCS */
+	uint8_t hello_seen;    /* bytes of the first ClientHello looked at */
+	uint16_t hello_len;    /* length of its record */
+	bool have_exporter;    /* EXPORTER holds the TLS 1.3 channel binding */
+	uint8_t exporter[32];  /* kept by tls_conn_trim() before the arrays go */
 };
+
+/* RFC 8446 D.4: a client in middlebox-compatibility mode sends a non-empty
+ * legacy_session_id, and then the server "MUST send" a dummy
+ * change_cipher_spec record right after its first handshake record (the
+ * ServerHello or HelloRetryRequest). Debian's wolfSSL echoes the session ID
+ * but sends no CCS (that needs WOLFSSL_TLS13_MIDDLEBOX_COMPAT at build time,
+ * and no call turns it on), and clients that check, such as Erlang/OTP's
+ * since OTP 25 (tsung), abort the handshake. The CCS is a plaintext record
+ * outside the transcript that every TLS 1.3 peer must accept and drop before
+ * the peer's Finished, so we add it to the output stream ourselves. */
+enum compat {
+	COMPAT_PENDING,   /* the start of the ClientHello has not all arrived */
+	COMPAT_WANTED,    /* it carried a session ID: send the CCS */
+	COMPAT_NONE,      /* no session ID, not a ClientHello, or CCS sent */
+};
+/* record header (5), handshake header (4), legacy_version (2), random (32) */
+#define HELLO_SID_LEN_AT 43
+static const uint8_t dummy_ccs[] = { 20, 3, 3, 0, 1, 1 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -107,6 +137,48 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* sizeof(WOLFSSL_SESSION) in the library we run with, which keeps the
+ * struct private; 0 when it could not be learned (see tls_conn_trim). */
+static size_t session_size;
+static wolfSSL_Malloc_cb probe_next;
+static void *probe_block;
+static size_t probe_size;
+
+static void *probe_malloc(size_t size)
+{
+	void *p = probe_next ? probe_next(size) : malloc(size);
+
+	if (p && size > probe_size) {
+		probe_size = size;
+		probe_block = p;
+	}
+	return p;
+}
+
+/* Make one session object with an allocator hook that notes the largest
+ * block, forwarding to whatever allocator is set; the session itself must
+ * be that block, or we learn nothing. Runs once, before any other thread. */
+static void learn_session_size(void)
+{
+	wolfSSL_Malloc_cb mf;
+	wolfSSL_Free_cb ff;
+	wolfSSL_Realloc_cb rf;
+	WOLFSSL_SESSION *s;
+
+	if (wolfSSL_GetAllocators(&mf, &ff, &rf) != 0)
+		return;
+	probe_next = mf;
+	probe_block = NULL;
+	probe_size = 0;
+	if (wolfSSL_SetAllocators(probe_malloc, ff, rf) != 0)
+		return;
+	s = wolfSSL_SESSION_new();
+	wolfSSL_SetAllocators(mf, ff, rf);
+	if (s && (void *)s == probe_block)
+		session_size = probe_size;
+	wolfSSL_SESSION_free(s);
+}
+
 int tls_global_init(void)
 {
 	static bool initialized;
@@ -115,6 +187,7 @@ int tls_global_init(void)
 		return 0;
 	if (wolfSSL_Init() != WOLFSSL_SUCCESS)
 		return -EIO;
+	learn_session_size();
 	initialized = true;
 	return 0;
 }
@@ -798,16 +871,86 @@ static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
 	return (int)n;
 }
 
+/* Follow the first bytes of the client's first flight up to the ClientHello's
+ * legacy_session_id length, wherever the reads split them. */
+static void note_client_hello(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	for (size_t i = 0; i < len && c->compat == COMPAT_PENDING; i++, c->hello_seen++) {
+		uint8_t b = data[i];
+
+		switch (c->hello_seen) {
+		case 0:         /* a handshake record ... */
+			if (b != 22)
+				c->compat = COMPAT_NONE;
+			break;
+		case 3:
+		case 4:
+			c->hello_len = (uint16_t)(c->hello_len << 8 | b);
+			break;
+		case 5:         /* ... starting with a ClientHello */
+			if (b != 1)
+				c->compat = COMPAT_NONE;
+			break;
+		case HELLO_SID_LEN_AT:
+			c->compat = b && c->hello_len > HELLO_SID_LEN_AT - 5 ? COMPAT_WANTED
+									     : COMPAT_NONE;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int output(struct tls_conn *c, const void *data, size_t len)
+{
+	if (len && c->out(c->out_arg, data, len) < 0) {
+		c->output_failed = true;
+		return -1;
+	}
+	return 0;
+}
+
+/* wolfSSL hands its send callback whole records (we always take all of
+ * them). Returns the offset just past the first handshake record of BUF that
+ * starts with a ServerHello (a HelloRetryRequest is one too), or 0. */
+static size_t after_server_hello(const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (len - off >= 5) {
+		size_t end = off + 5 + ((size_t)buf[off + 3] << 8 | buf[off + 4]);
+
+		if (end > len)
+			break;
+		if (buf[off] == 22 && end > off + 5 && buf[off + 5] == 2)
+			return end;
+		off = end;
+	}
+	return 0;
+}
+
 static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
 {
 	struct tls_conn *c = arg;
+	const uint8_t *data = (const uint8_t *)buf;
+	size_t len = (size_t)sz, split = 0;
 
-	(void)ssl;
-	if (c->out(c->out_arg, buf, (size_t)sz) < 0) {
-		c->output_failed = true;
-		return WOLFSSL_CBIO_ERR_GENERAL;
+	/* The server speaks only once it has read the ClientHello, so by its
+	 * first record the version is chosen: TLS 1.2 has a CCS of its own. */
+	if (c->compat == COMPAT_WANTED) {
+		if (wolfSSL_version(ssl) == TLS1_3_VERSION)
+			split = after_server_hello(data, len);
+		else
+			c->compat = COMPAT_NONE;
 	}
-	return sz;
+	if (split) {
+		c->compat = COMPAT_NONE; /* once, after the first of HRR and ServerHello */
+		if (output(c, data, split) < 0 || output(c, dummy_ccs, sizeof dummy_ccs) < 0)
+			return WOLFSSL_CBIO_ERR_GENERAL;
+		data += split;
+		len -= split;
+	}
+	return output(c, data, len) < 0 ? WOLFSSL_CBIO_ERR_GENERAL : sz;
 }
 
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, tls_output_fn out, void *out_arg)
@@ -834,6 +977,7 @@ void tls_conn_free(struct tls_conn *c)
 {
 	if (!c)
 		return;
+	explicit_bzero(c->exporter, sizeof c->exporter);
 	wolfSSL_free(c->ssl);
 	wolfSSL_Free(c->in);
 	wolfSSL_Free(c->error);
@@ -844,6 +988,8 @@ int tls_conn_feed(struct tls_conn *c, const void *data, size_t len)
 {
 	if (len == 0)
 		return 0;
+	if (c->compat == COMPAT_PENDING)
+		note_client_hello(c, data, len);
 	if (len > TLS_MAX_BUFFERED || c->in_len - c->in_off > TLS_MAX_BUFFERED - len)
 		return -ENOBUFS;
 	if (c->in_cap - c->in_len < len && c->in_off > 0) {
@@ -994,19 +1140,32 @@ void tls_conn_shutdown(struct tls_conn *c)
 	wolfSSL_shutdown(c->ssl);
 }
 
-int tls_conn_exporter(struct tls_conn *c, uint8_t out[32])
+/* RFC 9266 tls-exporter from wolfSSL's exporter secret, which lives in the
+ * handshake arrays: only until tls_conn_trim() frees them. */
+static int export_channel_binding(struct tls_conn *c, uint8_t out[32])
 {
 	static const char label[] = "EXPORTER-Channel-Binding";
 
 	/* RFC 9266: over TLS 1.2 tls-exporter is only safe with the extended
 	 * master secret, and wolfSSL 5.5.4 cannot tell us whether it was
 	 * negotiated: no channel binding below TLS 1.3. */
-	if (!c->done || c->final == TLS_ERROR || wolfSSL_version(c->ssl) != TLS1_3_VERSION)
+	if (!c->done || wolfSSL_version(c->ssl) != TLS1_3_VERSION)
 		return -1;
 	if (wolfSSL_export_keying_material(c->ssl, out, 32, label, sizeof label - 1, NULL, 0,
 					   0) != WOLFSSL_SUCCESS)
 		return -1;
 	return 0;
+}
+
+int tls_conn_exporter(struct tls_conn *c, uint8_t out[32])
+{
+	if (c->final == TLS_ERROR)
+		return -1;
+	if (c->have_exporter) {
+		memcpy(out, c->exporter, sizeof c->exporter);
+		return 0;
+	}
+	return c->trimmed ? -1 : export_channel_binding(c, out);
 }
 
 const char *tls_conn_version(const struct tls_conn *c)
@@ -1024,11 +1183,72 @@ const char *tls_conn_error(const struct tls_conn *c)
 	return c->error ? c->error : (c->final == TLS_ERROR ? "out of memory" : "");
 }
 
-/* wolfSSL 5.5.4 already releases its handshake state when the handshake
- * completes, and our input buffer goes as soon as it is drained; this is
- * for builds that keep more. */
+/* Hand the pages wholly inside [P, P + LEN) that hold only zeros back to
+ * the kernel. MADV_DONTNEED on private anonymous memory (every heap) makes a
+ * page read as zeros again and fault in a fresh one on the next write: the
+ * block's contents do not change, only whether the zeros take memory. */
+static bool all_zero(const unsigned char *p, size_t len)
+{
+	/* pages are whole multiples of 4 KiB on every Linux architecture */
+	static const unsigned char zeros[4096];
+
+	for (size_t off = 0; off < len; off += sizeof zeros)
+		if (memcmp(p + off, zeros, sizeof zeros) != 0)
+			return false;
+	return true;
+}
+
+static void release_zero_pages(void *p, size_t len)
+{
+	static size_t page;
+	uintptr_t lo, hi, run = 0;
+
+	if (!p)
+		return;
+	if (!page) {
+		long sz = sysconf(_SC_PAGESIZE);
+		if (sz <= 0 || sz % 4096 != 0)
+			return;
+		page = (size_t)sz;
+	}
+	lo = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+	hi = ((uintptr_t)p + len) & ~(uintptr_t)(page - 1);
+	for (uintptr_t a = lo; a <= hi; a += page) {
+		bool zero = a < hi && all_zero((const unsigned char *)a, page);
+
+		if (zero && !run)
+			run = a;
+		if (!zero && run) {
+			/* an error only means the zeros stay resident */
+			(void)madvise((void *)run, a - run, MADV_DONTNEED);
+			run = 0;
+		}
+	}
+}
+
+/* What an idle session keeps, and what this frees (measured with
+ * bench/tls-memory, docs/benchmarks/tls-memory.md):
+ *  - Debian's wolfSSL 5.5.4 is built for OpenVPN (WOLFSSL_OPENVPN), which
+ *    makes every session keep its handshake arrays (about 5.5 KB: randoms,
+ *    premaster buffer, the TLS 1.3 exporter secret) so that keying material
+ *    can be exported at any time. The only thing we export is the 32-byte
+ *    tls-exporter channel binding, so it is computed here, once, and the
+ *    arrays go.
+ *  - The session object is 37.5 KB, 37 KB of it room for two copies of a
+ *    peer certificate chain (SESSION_CERTS, WOLFSSL_ALT_CERT_CHAINS), zeroed
+ *    and never written by a server that asks for no client certificate: its
+ *    pages of zeros are released.
+ *  - With post-handshake authentication compiled in, wolfSSL keeps the TLS
+ *    1.3 transcript hashes and cipher suites whatever we call; nothing in its
+ *    API frees those. */
 void tls_conn_trim(struct tls_conn *c)
 {
-	if (c->done)
-		wolfSSL_FreeHandshakeResources(c->ssl);
+	if (!c->done || c->trimmed || c->final == TLS_ERROR)
+		return;
+	c->have_exporter = export_channel_binding(c, c->exporter) == 0;
+	wolfSSL_FreeArrays(c->ssl);
+	wolfSSL_FreeHandshakeResources(c->ssl);
+	if (session_size)
+		release_zero_pages(wolfSSL_get_session(c->ssl), session_size);
+	c->trimmed = true;
 }

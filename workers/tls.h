@@ -13,6 +13,7 @@
  * they close.
  *
  * Versions: TLS 1.2 and 1.3 only. Groups: X25519 first, then P-256.
+ * Ciphers: ChaCha20-Poly1305 first, then AES-GCM (AEAD only).
  */
 #ifndef XMPPD_TLS_H
 #define XMPPD_TLS_H
@@ -88,7 +89,9 @@ const char *tls_conn_version(const struct tls_conn *c);   /* "TLSv1.3" */
 const char *tls_conn_cipher(const struct tls_conn *c);
 const char *tls_conn_error(const struct tls_conn *c);      /* last error text */
 
-/* Trim per-connection buffers after the handshake and while idle. */
+/* Call once the handshake is done: frees what the session no longer needs
+ * (about 40 KB of a 60 KB TLS 1.3 session) and keeps the tls-exporter value,
+ * which tls_conn_exporter() then returns. Calling it again does nothing. */
 void tls_conn_trim(struct tls_conn *c);
 
 #endif

@@ -69,6 +69,7 @@ struct lg_opts {
 	unsigned concurrency;       /* connections logging in at once, all threads */
 	double ramp;                /* new connections per second, all threads; 0 = no limit */
 	double duration, timeout, drain; /* seconds */
+	bool no_warmup;             /* login: measure uncached SCRAM logins */
 	bool json;
 };
 
@@ -187,7 +188,7 @@ int lg_xml_feed(struct lg_xml *x, const char *data, size_t len);
 /* ---- connections and threads (lg_conn.c) -------------------------------- */
 
 enum lg_phase {
-	LG_PHASE_LOGIN, /* accounts log in, nothing measured yet */
+	LG_PHASE_LOGIN, /* accounts log in (login: warm up), nothing measured yet */
 	LG_PHASE_RUN,   /* the measured window */
 	LG_PHASE_DRAIN, /* chat: no new messages, in-flight ones still counted */
 	LG_PHASE_STOP,  /* close everything, the thread then ends */
@@ -266,6 +267,7 @@ struct lg_conn {
 	bool stream_open;            /* we sent a stream header on the current layer */
 	bool session_needed;         /* the server wants the RFC 3921 session iq */
 	bool failed;
+	bool drop_when_sent;         /* lg_conn_drop: release once the backlog is sent */
 	enum lg_err err;             /* why it failed, when FAILED */
 	int io_err;                  /* a write error met inside wolfSSL's callback */
 	uint32_t events;             /* what epoll watches */
@@ -342,7 +344,14 @@ uint64_t lg_now_ns(void);
 /* For scenarios. */
 void lg_conn_queue(struct lg_conn *c);  /* connect when ramp and concurrency allow */
 void lg_conn_close(struct lg_conn *c);  /* close the stream and wait for the server */
+/* Close our side (</stream:stream> when a stream is open, close_notify over
+ * TLS) and release the slot as soon as the socket has taken it, without
+ * waiting for the server's close: a server may take seconds over its side
+ * (ejabberd waits about 3 s after a bare close_notify), which would otherwise
+ * bound a connect rate by the close, not the handshake. */
+void lg_conn_drop(struct lg_conn *c);
 bool lg_conn_online(const struct lg_conn *c);
+bool lg_conn_idle(const struct lg_conn *c); /* no socket: free to start again */
 size_t lg_conn_backlog(const struct lg_conn *c);
 /* Send a chat message with BODY to the bare JID of account TO.
  * 0, -ENOBUFS when the backlog is full, -ENOTCONN. */
@@ -375,6 +384,10 @@ struct lg_scenario {
 };
 
 const struct lg_scenario *lg_scenario_find(const char *name);
+/* Whether S with O starts with a warm-up (LG_PHASE_LOGIN): each account logs
+ * in once, unmeasured, so that the measured logins find their SCRAM keys in
+ * the cache and measure the server, not the generator's PBKDF2. */
+bool lg_scenario_warmup(const struct lg_scenario *s, const struct lg_opts *o);
 unsigned lg_scenario_slots(const struct lg_scenario *s, const struct lg_opts *o,
 			   unsigned nthreads);
 

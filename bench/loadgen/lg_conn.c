@@ -640,7 +640,7 @@ static void conn_release(struct lg_conn *c)
 		__atomic_fetch_sub(&t->ctr.v[LG_C_ONLINE], 1, __ATOMIC_RELAXED);
 	c->state = ST_IDLE;
 	c->reached_goal = c->tls_done = c->authed = c->stream_open = false;
-	c->session_needed = c->failed = false;
+	c->session_needed = c->failed = c->drop_when_sent = false;
 	c->io_err = 0;
 	c->events = 0;
 	t->scn->on_end(c);
@@ -735,6 +735,10 @@ static void conn_flush(struct lg_conn *c)
 		free(c->out);
 		c->out = NULL;
 		c->out_cap = 0;
+		if (c->state == ST_CLOSING && c->drop_when_sent) {
+			conn_doom(c, false, LG_ERR_CLOSED);
+			return;
+		}
 	}
 	conn_update_events(c);
 }
@@ -788,6 +792,11 @@ size_t lg_conn_backlog(const struct lg_conn *c)
 bool lg_conn_online(const struct lg_conn *c)
 {
 	return c->state == ST_READY;
+}
+
+bool lg_conn_idle(const struct lg_conn *c)
+{
+	return c->state == ST_IDLE;
 }
 
 /* ---- TLS ---------------------------------------------------------------- */
@@ -1402,30 +1411,59 @@ void lg_conn_queue(struct lg_conn *c)
 		list_append(&c->thread->start_queue, c);
 }
 
-void lg_conn_close(struct lg_conn *c)
+/* Our half of the close: </stream:stream> when a stream is open on the
+ * current layer, then close_notify over TLS. Returns false when C is doomed
+ * (an interrupted attempt, or the close could not be written). */
+static bool conn_send_close(struct lg_conn *c)
 {
-	struct lg_thread *t = c->thread;
-
 	if (c->state == ST_IDLE || c->state == ST_DOOMED || c->state == ST_CLOSING)
-		return;
+		return false;
 	if (!c->reached_goal) {
 		conn_doom(c, false, LG_ERR_CLOSED); /* interrupted, not failed */
-		return;
+		return false;
 	}
 	if (c->stream_open && conn_send(c, "</stream:stream>", 16) < 0)
-		return;
+		return false;
 	if (c->tls_done) {
 		c->io_err = 0;
 		wolfSSL_shutdown(c->ssl); /* close_notify; we do not wait for theirs */
 		if (c->io_err) {
 			conn_doom(c, false, LG_ERR_CLOSED);
-			return;
+			return false;
 		}
 	}
 	c->stream_open = false;
+	return true;
+}
+
+/* Our close is out (or queued): wait for the server's, at most --timeout. */
+static void conn_wait_close(struct lg_conn *c)
+{
+	struct lg_thread *t = c->thread;
+
 	c->state = ST_CLOSING;
 	c->deadline_ns = lg_now_ns() + (uint64_t)(t->opts->timeout * 1e9);
 	list_append(&t->close_wait, c);
+}
+
+void lg_conn_close(struct lg_conn *c)
+{
+	if (conn_send_close(c))
+		conn_wait_close(c);
+}
+
+void lg_conn_drop(struct lg_conn *c)
+{
+	if (!conn_send_close(c))
+		return;
+	if (c->out_len == 0) {
+		conn_doom(c, false, LG_ERR_CLOSED); /* released, not failed */
+		return;
+	}
+	/* the socket has not taken all of it yet: conn_flush releases C once
+	 * it has, or the server's close or the timeout comes first */
+	conn_wait_close(c);
+	c->drop_when_sent = true;
 }
 
 int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t len)

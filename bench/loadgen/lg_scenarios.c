@@ -9,9 +9,12 @@
  *            whatever happens). Bodies carry a sequence number and the
  *            CLOCK_MONOTONIC time they were sent; the receiver, in the same
  *            process, turns that into latency.
- *   login    --concurrency slots each log in, close, and start again.
+ *   login    --concurrency slots each log in, close, and start again; with
+ *            SCRAM, a warm-up first logs every account in once so that the
+ *            measured logins reuse cached keys (see lg_scenario_warmup).
  *   connect  the same up to the TLS handshake (the stream features without
- *            TLS).
+ *            TLS), then closes its side and starts again at once, without
+ *            waiting for the server's close.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -303,13 +306,18 @@ static unsigned login_slots(const struct lg_opts *o, unsigned id, unsigned n)
 	return share(o->concurrency, id, n);
 }
 
-/* Each attempt takes the next account, spread over the threads. */
+/* Each attempt takes the next account, spread over the threads. During the
+ * warm-up each of the thread's accounts is taken once, then its slots rest
+ * until the measured window starts. */
 static void login_next(struct lg_conn *c)
 {
 	struct lg_thread *t = c->thread;
+	uint64_t index = t->id + t->attempt * t->nthreads;
 
-	c->account = t->opts->first +
-		     (uint32_t)((t->id + t->attempt++ * t->nthreads) % t->opts->accounts);
+	if (t->phase == LG_PHASE_LOGIN && index >= t->opts->accounts)
+		return;
+	t->attempt++;
+	c->account = t->opts->first + (uint32_t)(index % t->opts->accounts);
 	lg_conn_queue(c);
 }
 
@@ -321,8 +329,28 @@ static void login_setup(struct lg_thread *t)
 
 static void login_on_end(struct lg_conn *c)
 {
-	if (c->thread->phase == LG_PHASE_RUN)
+	if (c->thread->phase == LG_PHASE_RUN || c->thread->phase == LG_PHASE_LOGIN)
 		login_next(c);
+}
+
+/* The measured window after a warm-up: wake the slots that rested, and time
+ * only the logins of the window. */
+static void login_on_phase(struct lg_thread *t)
+{
+	if (t->phase != LG_PHASE_RUN)
+		return;
+	memset(t->goal_hist, 0, sizeof *t->goal_hist);
+	for (unsigned k = 0; k < t->nconns; k++) {
+		struct lg_conn *c = &t->conns[k];
+
+		if (lg_conn_idle(c) && !c->list)
+			login_next(c);
+	}
+}
+
+bool lg_scenario_warmup(const struct lg_scenario *s, const struct lg_opts *o)
+{
+	return s->repeat_logins && !o->no_warmup && o->mech != SASL_MECH_PLAIN;
 }
 
 /* ---- the table ---------------------------------------------------------- */
@@ -361,14 +389,14 @@ static const struct lg_scenario scenarios[] = {
 		.on_goal = lg_conn_close,
 		.on_message = ignore_message,
 		.on_end = login_on_end,
-		.on_phase = nothing_thread,
+		.on_phase = login_on_phase,
 	},
 	{
 		.name = "connect",
 		.goal = LG_GOAL_CONNECT,
 		.slots = login_slots,
 		.setup = login_setup,
-		.on_goal = lg_conn_close,
+		.on_goal = lg_conn_drop, /* the server's close is not what we measure */
 		.on_message = ignore_message,
 		.on_end = login_on_end,
 		.on_phase = nothing_thread,

@@ -62,6 +62,8 @@ static void usage(FILE *f)
 	      "  --duration S            measured seconds (10; idle: 0 holds until SIGINT)\n"
 	      "  --timeout S             log-in and close timeout (30)\n"
 	      "  --drain S               chat: wait for messages in flight (5)\n"
+	      "  --no-warmup             login: no unmeasured first login per account, so\n"
+	      "                          SCRAM keys are not cached before the window\n"
 	      "  --json                  JSON instead of key=value on stdout\n",
 	      f);
 }
@@ -117,7 +119,7 @@ enum {
 	OPT_SERVER = 256, OPT_DOMAIN, OPT_USER, OPT_PASSWORD, OPT_FIRST, OPT_ACCOUNTS,
 	OPT_PAIRS, OPT_WINDOW, OPT_RATE, OPT_SIZE, OPT_TLS, OPT_CA, OPT_MECH, OPT_THREADS,
 	OPT_SOURCE, OPT_CONCURRENCY, OPT_RAMP, OPT_DURATION, OPT_TIMEOUT, OPT_DRAIN, OPT_JSON,
-	OPT_HELP,
+	OPT_NO_WARMUP, OPT_HELP,
 };
 
 static const struct option long_options[] = {
@@ -142,6 +144,7 @@ static const struct option long_options[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "drain", required_argument, NULL, OPT_DRAIN },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "no-warmup", no_argument, NULL, OPT_NO_WARMUP },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -204,6 +207,7 @@ static int apply_option(int opt, const char *arg, struct lg_opts *o, const char 
 	case OPT_TIMEOUT: return parse_seconds(arg, &o->timeout);
 	case OPT_DRAIN: return parse_seconds(arg, &o->drain);
 	case OPT_JSON: o->json = true; return 0;
+	case OPT_NO_WARMUP: o->no_warmup = true; return 0;
 	default: return -EINVAL;
 	}
 }
@@ -487,6 +491,12 @@ static bool logins_settled(const struct run *r)
 	return sum(r, LG_C_DONE) + sum(r, LG_C_FAILED) >= r->slots;
 }
 
+/* login: every account has had its one warm-up attempt. */
+static bool warmup_settled(const struct run *r)
+{
+	return sum(r, LG_C_DONE) + sum(r, LG_C_FAILED) >= r->o->accounts;
+}
+
 /* Drained once every thread has left the run phase (until then one may
  * still send a message the sums below do not know of) and everything sent
  * has arrived. */
@@ -538,6 +548,8 @@ static void run_phases(struct run *r)
 	r->last = r->login_start;
 	if (r->scn->login_phase)
 		run_wait(r, 0, logins_settled);
+	else if (lg_scenario_warmup(r->scn, o))
+		run_wait(r, 0, warmup_settled);
 	if (!r->interrupted)
 		set_phase(r, LG_PHASE_RUN);
 	take_sample(r, &r->run_start);
@@ -628,6 +640,10 @@ static void report_attempts(struct report *rep, const struct run *r)
 	const struct sample *s0 = &r->run_start, *s1 = &r->run_end;
 	uint64_t done = delta(s0, s1, LG_C_DONE);
 
+	if (lg_scenario_warmup(r->scn, r->o)) {
+		rep_num(rep, "warmup_s", seconds_between(&r->login_start, s0));
+		rep_int(rep, "warmup_logins", s0->ctr.v[LG_C_DONE]);
+	}
 	rep_int(rep, "concurrency", r->slots);
 	rep_int(rep, "attempts", delta(s0, s1, LG_C_STARTED));
 	rep_int(rep, r->scn->goal == LG_GOAL_CONNECT ? "connects" : "logins", done);
@@ -683,7 +699,7 @@ static int run_scenario(const struct lg_opts *o, const struct lg_scenario *scn,
 	r->o = o;
 	r->scn = scn;
 	r->signals = *signals;
-	r->phase = scn->login_phase ? LG_PHASE_LOGIN : LG_PHASE_RUN;
+	r->phase = scn->login_phase || lg_scenario_warmup(scn, o) ? LG_PHASE_LOGIN : LG_PHASE_RUN;
 	r->slots = lg_scenario_slots(scn, o, o->threads);
 	r->begin_ns = lg_now_ns();
 	r->next_progress_ns = r->begin_ns + PROGRESS_NS;

@@ -463,6 +463,8 @@ static bool accept_client(struct harness *h, int i)
 
 	for (int turn = 0; turn < 200 && poll(&p, 1, 0) == 0; turn++)
 		lg_thread_poll(h->t, 5);
+	if (poll(&p, 1, 0) != 1)
+		return false; /* the client never connected: fail, do not block */
 	h->srv.fd[i] = accept(h->srv.listener, NULL, NULL);
 	return h->srv.fd[i] >= 0;
 }
@@ -992,6 +994,170 @@ static void test_engine_plus_over_tls(void)
 	wc_ecc_fp_free(); /* this thread's ECC cache, as the generator's threads do */
 }
 
+/* ---- login: the warm-up caches keys before the measured window ------------- */
+
+/* Nothing new to accept on the listener after a few loop turns. */
+static bool no_new_connection(struct harness *h)
+{
+	struct pollfd p = { .fd = h->srv.listener, .events = POLLIN };
+
+	for (int turn = 0; turn < 20; turn++)
+		lg_thread_poll(h->t, 5);
+	return poll(&p, 1, 0) == 0;
+}
+
+/* With SCRAM, login starts in the warm-up phase: each account logs in once,
+ * unmeasured, and the slots rest until the window opens; the window's logins
+ * then reuse the keys the warm-up derived, and only they are timed. */
+static void test_engine_login_warmup(void)
+{
+	const struct lg_scenario *scn = lg_scenario_find("login");
+	struct harness h;
+
+	CHECK(scram_creds_new("pass7", 5, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	h.opts.concurrency = 1;
+	CHECK(lg_scenario_warmup(scn, &h.opts));
+	h.phase = LG_PHASE_LOGIN; /* as xmpp-loadgen starts it */
+	CHECK(lg_thread_new(&h.t, 0, 1, &h.opts, scn, &h.phase) == 0);
+	struct lg_key_slot *slot = &h.t->keys[0];
+
+	CHECK(accept_client(&h, 0));
+	CHECK(scram_login(&h, 0));
+	CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+	CHECK(slot->account == 7 && slot->keys.mech == SASL_MECH_SCRAM_SHA256);
+	CHECK(no_new_connection(&h)); /* one account, one warm-up login: resting */
+	CHECK(counter(&h, LG_C_DONE) == 1 && h.t->goal_hist->count == 1);
+
+	set_phase(&h, LG_PHASE_RUN);
+	CHECK(accept_client(&h, 0));
+	/* the cached keys are used: spoiled, this login fails */
+	slot->keys.client_key[0] ^= 1;
+	CHECK(scram_login(&h, 0));
+	CHECK(wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1);
+	server_close(&h, 0);
+	CHECK(accept_client(&h, 0));
+	CHECK(scram_login(&h, 0));
+	CHECK(bind_stream(&h, 0, false, "user7") && close_stream(&h, 0));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_DONE) < 2; turn++)
+		lg_thread_poll(h.t, 5);
+	/* the warm-up login is not in the window's latencies */
+	CHECK(counter(&h, LG_C_DONE) == 2 && h.t->goal_hist->count == 1);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+
+	/* PLAIN derives nothing, and --no-warmup asks for uncached logins */
+	harness_init(&h, SASL_MECH_PLAIN);
+	CHECK(!lg_scenario_warmup(scn, &h.opts));
+	harness_free(&h);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	h.opts.no_warmup = true;
+	CHECK(!lg_scenario_warmup(scn, &h.opts));
+	CHECK(!lg_scenario_warmup(lg_scenario_find("connect"), &h.opts));
+	harness_free(&h);
+}
+
+/* ---- connect: the slot is free again without the server's close ------------ */
+
+/* Run the client until server connection I reads the end of its input:
+ * close_notify over TLS, then EOF. The server never closes its side. */
+static bool client_hung_up(struct harness *h, int i)
+{
+	struct server *s = &h->srv;
+
+	for (int turn = 0; turn < 400; turn++) {
+		size_t room = sizeof s->buf[i] - 1 - s->len[i];
+		ssize_t n = s->ssl[i] ? wolfSSL_read(s->ssl[i], s->buf[i] + s->len[i], (int)room)
+				      : recv(s->fd[i], s->buf[i] + s->len[i], room, MSG_DONTWAIT);
+		if (n > 0) {
+			s->len[i] += (size_t)n;
+			s->buf[i][s->len[i]] = '\0';
+			continue;
+		}
+		if (s->ssl[i]) {
+			int e = wolfSSL_get_error(s->ssl[i], (int)n);
+			if (e == WOLFSSL_ERROR_ZERO_RETURN) {
+				/* then the TCP close, with nothing after it */
+				char byte;
+				for (int k = 0; k < 200; k++) {
+					ssize_t r = recv(s->fd[i], &byte, 1, MSG_DONTWAIT);
+					if (r == 0)
+						return true;
+					if (r > 0 || errno != EAGAIN)
+						return false;
+					lg_thread_poll(h->t, 5);
+				}
+				return false;
+			}
+			if (e != WOLFSSL_ERROR_WANT_READ)
+				return false;
+		} else if (n == 0) {
+			return true;
+		} else if (errno != EAGAIN) {
+			return false;
+		}
+		lg_thread_poll(h->t, 5);
+	}
+	return false;
+}
+
+/* connect reaches its goal at the end of the handshake (the features in
+ * plaintext), sends its close and starts the next attempt in the same slot
+ * at once: a server that is slow to close (ejabberd takes ~3 s after a bare
+ * close_notify) must not bound the rate. */
+static void test_engine_connect_no_close_wait(void)
+{
+	WOLFSSL_CTX *tls13 = server_tls_ctx(false);
+	struct harness h;
+
+	/* plaintext: the goal is the first stream's features */
+	harness_init(&h, SASL_MECH_PLAIN);
+	h.opts.concurrency = 1;
+	CHECK(harness_start(&h, "connect"));
+	CHECK(h.t->nconns == 1);
+	CHECK(accept_client(&h, 0));
+	CHECK(open_stream(&h, 0, "<mechanism>PLAIN</mechanism>"));
+	CHECK(expect(&h, 0, "</stream:stream>"));
+	CHECK(client_hung_up(&h, 0));
+	CHECK(!memmem(h.srv.buf[0], h.srv.len[0], "<auth", 5));
+	/* the server has not closed connection 0, and the slot's next one is here */
+	CHECK(accept_client(&h, 1));
+	CHECK(counter(&h, LG_C_DONE) == 1 && counter(&h, LG_C_FAILED) == 0);
+	CHECK(counter(&h, LG_C_ERRORS) == 0 && counter(&h, LG_C_STARTED) == 2);
+	CHECK(h.t->close_wait.head == NULL);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	CHECK(counter(&h, LG_C_ERRORS) == 0); /* the attempt in flight is interrupted */
+	harness_free(&h);
+
+	/* STARTTLS: the goal is the end of the TLS handshake */
+	harness_init(&h, SASL_MECH_PLAIN);
+	h.opts.concurrency = 1;
+	h.opts.tls = LG_TLS_STARTTLS;
+	CHECK(harness_start(&h, "connect"));
+	CHECK(accept_client(&h, 0));
+	CHECK(server_starttls(&h, 0, tls13));
+	CHECK(client_hung_up(&h, 0));
+	CHECK(h.srv.len[0] == 0); /* no stream on the TLS layer, so nothing before close_notify */
+	CHECK(accept_client(&h, 1));
+	CHECK(counter(&h, LG_C_DONE) == 1 && counter(&h, LG_C_FAILED) == 0);
+	CHECK(counter(&h, LG_C_ERRORS) == 0 && counter(&h, LG_C_ONLINE) == 0);
+	CHECK(h.t->goal_hist->count == 1);
+	/* and the next handshake in the same slot completes too */
+	CHECK(server_starttls(&h, 1, tls13));
+	CHECK(client_hung_up(&h, 1));
+	for (int turn = 0; turn < 100 && counter(&h, LG_C_STARTED) < 3; turn++)
+		lg_thread_poll(h.t, 5);
+	CHECK(counter(&h, LG_C_DONE) == 2 && counter(&h, LG_C_STARTED) == 3);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	CHECK(counter(&h, LG_C_ERRORS) == 0 && counter(&h, LG_C_FAILED) == 0);
+	harness_free(&h);
+	wolfSSL_CTX_free(tls13);
+	wc_ecc_fp_free();
+}
+
 /* The next message stanza connection FROM sent, into HELD. */
 static bool take_message(struct harness *h, int from, char *held, size_t cap)
 {
@@ -1091,5 +1257,7 @@ int main(void)
 	RUN(test_engine_bad_server_proof);
 	RUN(test_engine_failures);
 	RUN(test_engine_chat_pair);
+	RUN(test_engine_connect_no_close_wait);
+	RUN(test_engine_login_warmup);
 	return check_exit();
 }
