@@ -868,21 +868,11 @@ static int on_stanza(void *ctx, const struct xml_stanza *st)
 	return c->state == C2S_CLOSING ? 1 : 0;
 }
 
-static void on_stream_close(void *ctx)
-{
-	struct conn *c = ctx;
-	if (c->state != C2S_CLOSING) {
-		conn_write_str(c, "</stream:stream>");
-		c->state = C2S_CLOSING;
-	}
-	conn_close(c);
-}
-
 static const struct xmlstream_callbacks callbacks = {
 	.on_stream_open = on_stream_open,
 	.on_stanza_start = on_stanza_start,
 	.on_stanza = on_stanza,
-	.on_stream_close = on_stream_close,
+	.on_stream_close = conn_answer_stream_close,
 };
 
 /* ---- entry points from the loop ----------------------------------------------------------- */
@@ -1008,18 +998,6 @@ static void c2s_closed(struct conn *c)
 	}
 }
 
-static void c2s_shutdown(struct conn *c)
-{
-	if (c->state == C2S_CLOSING)
-		return;
-	if (c->stream_open && c->state != C2S_TLS_HANDSHAKE)
-		stream_error(c, "system-shutdown", NULL);
-	else {
-		c->state = C2S_CLOSING;
-		conn_close(c);
-	}
-}
-
 static void c2s_tick(struct conn *c)
 {
 	/* Once a second: give back what a burst left behind (expat's buffers
@@ -1069,7 +1047,6 @@ const struct conn_handler c2s_handler = {
 	.input = c2s_input,
 	.tls_ready = c2s_tls_ready,
 	.closed = c2s_closed,
-	.shutdown = c2s_shutdown,
 	.tick = c2s_tick,
 	.stream_error = stream_error,
 };

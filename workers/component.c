@@ -425,21 +425,11 @@ static int on_stanza(void *ctx, const struct xml_stanza *st)
 	return c->state == C2S_CLOSING ? 1 : 0;
 }
 
-static void on_stream_close(void *ctx)
-{
-	struct conn *c = ctx;
-	if (c->state != C2S_CLOSING) {
-		conn_write_str(c, "</stream:stream>");
-		c->state = C2S_CLOSING;
-	}
-	conn_close(c);
-}
-
 static const struct xmlstream_callbacks callbacks = {
 	.on_stream_open = on_stream_open,
 	.on_stanza_start = on_stanza_start,
 	.on_stanza = on_stanza,
-	.on_stream_close = on_stream_close,
+	.on_stream_close = conn_answer_stream_close,
 };
 
 /* ---- the login hand-off ---------------------------------------------------- */
@@ -545,18 +535,6 @@ static void component_closed(struct conn *c)
 	c->proto = NULL;
 }
 
-static void component_shutdown(struct conn *c)
-{
-	if (c->state == C2S_CLOSING)
-		return;
-	if (c->stream_open && c->state != C2S_TLS_HANDSHAKE) {
-		stream_error(c, "system-shutdown", NULL);
-	} else {
-		c->state = C2S_CLOSING;
-		conn_close(c);
-	}
-}
-
 static void component_tick(struct conn *c)
 {
 	struct component *cp = comp(c);
@@ -588,7 +566,6 @@ const struct conn_handler component_handler = {
 	.input = component_input,
 	.tls_ready = component_tls_ready,
 	.closed = component_closed,
-	.shutdown = component_shutdown,
 	.tick = component_tick,
 	.stream_error = stream_error,
 };

@@ -260,6 +260,29 @@ void conn_close(struct conn *c)
 	mark_dirty(c);
 }
 
+void conn_answer_stream_close(void *conn)
+{
+	struct conn *c = conn;
+	if (c->state != C2S_CLOSING) {
+		conn_write_str(c, "</stream:stream>");
+		c->state = C2S_CLOSING;
+	}
+	conn_close(c);
+}
+
+/* Graceful stop of one stream: system-shutdown where a stream is open. */
+static void conn_shutdown(struct conn *c)
+{
+	if (c->state == C2S_CLOSING)
+		return;
+	if (c->stream_open && c->state != C2S_TLS_HANDSHAKE) {
+		c->handler->stream_error(c, "system-shutdown", NULL);
+	} else {
+		c->state = C2S_CLOSING;
+		conn_close(c);
+	}
+}
+
 static void arm_recv(struct conn *c)
 {
 	struct io_uring_sqe *sqe = get_sqe();
@@ -642,7 +665,7 @@ static void begin_stop(void)
 	drain_deadline_ms = worker.now_ms + worker.cfg->drain_timeout_ms;
 	for (uint32_t i = 0; i < conn_cap; i++)
 		if (conns[i] && !conns[i]->fd_closed)
-			conns[i]->handler->shutdown(conns[i]);
+			conn_shutdown(conns[i]);
 	log_info("stopping: closing %u connections", conn_live);
 }
 

@@ -85,8 +85,6 @@ struct conn_handler {
 	/* The connection is gone (peer closed, error, or we closed it):
 	 * release the session. Called exactly once. */
 	void (*closed)(struct conn *c);
-	/* Graceful stop: send system-shutdown and close the stream. */
-	void (*shutdown)(struct conn *c);
 	/* Once a second: timeouts and giving back idle memory. */
 	void (*tick)(struct conn *c);
 	/* Close the stream with a stream error (RFC 6120 4.9). */
@@ -165,6 +163,10 @@ int conn_write_str(struct conn *c, const char *s);
 int conn_start_tls(struct conn *c);
 /* Close after the queued output is sent. */
 void conn_close(struct conn *c);
+/* The peer sent </stream:stream> (an xmlstream on_stream_close callback;
+ * CONN is the struct conn): answer with ours unless already closing, then
+ * close. */
+void conn_answer_stream_close(void *conn);
 /* The connection (id, gen) if it is still the same one, else NULL. */
 struct conn *conn_lookup(uint32_t id, uint32_t gen);
 
