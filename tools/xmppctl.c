@@ -45,6 +45,13 @@ static void usage(FILE *to)
 		"  user del JID\n"
 		"  user list\n"
 		"  user import            lines \"JID PASSWORD\" from stdin (add or replace)\n"
+		"  user import-scram      lines \"JID SALT ITERATIONS STORED_KEY SERVER_KEY\"\n"
+		"                         from stdin (add or replace): SCRAM-SHA-256 keys kept\n"
+		"                         by another server, base64; the salt must be 16 bytes,\n"
+		"                         iterations 4096 to 1000000. SHA-1 keys cannot be made\n"
+		"                         from these, so such an account has none: SCRAM-SHA-1\n"
+		"                         logins fail (not-authorized) while SCRAM-SHA-256(-PLUS)\n"
+		"                         and PLAIN work, until `user passwd` sets both\n"
 		"  callbridge add NAME    new call bridge: generate its secret, print it\n"
 		"                         (fails if NAME exists: add-secret replaces)\n"
 		"  callbridge add-secret NAME\n"
@@ -198,6 +205,91 @@ static int user_import(const struct config *cfg, struct accounts *acc)
 	return rc;
 }
 
+/* Fields of one "JID SALT ITERATIONS STORED_KEY SERVER_KEY" line into CREDS
+ * (SHA-256 keys only, the SHA-1 ones zero); the JID is left NUL-terminated in
+ * LINE and returned. NULL when malformed. */
+static const char *scram_line(char *line, struct scram_creds *creds)
+{
+	char *save = NULL, *f[6];
+	int n = 0;
+
+	for (char *t = strtok_r(line, " \t", &save); t && n < 6; t = strtok_r(NULL, " \t", &save))
+		f[n++] = t;
+	if (n != 5)
+		return NULL;
+	memset(creds, 0, sizeof *creds);
+	char *end;
+	errno = 0;
+	unsigned long it = strtoul(f[2], &end, 10);
+	if (errno || *end || f[2][0] < '1' || f[2][0] > '9' || it < SCRAM_DEFAULT_ITERATIONS ||
+	    it > 1000000)
+		return NULL;
+	creds->iterations = (uint32_t)it;
+	uint8_t key[33];
+	if (base64_decode(f[1], strlen(f[1]), creds->salt, sizeof creds->salt) != SCRAM_SALT_LEN ||
+	    base64_decode(f[3], strlen(f[3]), key, sizeof key) != 32)
+		return NULL;
+	memcpy(creds->stored_key_sha256, key, 32);
+	if (base64_decode(f[4], strlen(f[4]), key, sizeof key) != 32)
+		return NULL;
+	memcpy(creds->server_key_sha256, key, 32);
+	explicit_bzero(key, sizeof key);
+	/* the SHA-1 keys stay zero: no client key hashes to zero, so SCRAM-SHA-1
+	 * fails like a wrong password, and PLAIN checks only the SHA-256 keys */
+	return f[0];
+}
+
+/* Accounts migrated from another server that stores SCRAM-SHA-256 keys, not
+ * passwords (and the bench runner, which gives every server it compares the
+ * same salts and keys): no PBKDF2 here, the keys are stored as they come. */
+static int user_import_scram(const struct config *cfg, struct accounts *acc)
+{
+	enum { BATCH = 512 };
+	static char jids[BATCH][1100];
+	static struct scram_creds creds[BATCH];
+	const char *keys[BATCH];
+	char line[2200];
+	size_t n = 0, total = 0, lineno = 0;
+	int rc = 0;
+	for (;;) {
+		bool eof = !fgets(line, sizeof line, stdin);
+		if (!eof) {
+			lineno++;
+			line[strcspn(line, "\r\n")] = '\0';
+			if (!line[strspn(line, " \t")])
+				continue;
+			const char *jid = scram_line(line, &creds[n]);
+			if (!jid) {
+				fprintf(stderr, "xmppctl: stdin line %zu: expected \"JID SALT ITERATIONS "
+					"STORED_KEY SERVER_KEY\" (base64, a 16-byte salt, 32-byte "
+					"keys, 4096 to 1000000 iterations)\n", lineno);
+				rc = -EINVAL;
+				break;
+			}
+			if (account_jid(cfg, jid, jids[n], sizeof jids[n]) < 0) {
+				rc = -EINVAL;
+				break;
+			}
+			keys[n] = jids[n];
+			n++;
+		}
+		if (n == BATCH || (eof && n)) {
+			rc = accounts_put_many(acc, n, keys, creds, 0);
+			if (rc < 0)
+				break;
+			total += n;
+			n = 0;
+		}
+		if (eof)
+			break;
+	}
+	explicit_bzero(line, sizeof line);
+	explicit_bzero(creds, sizeof creds);
+	if (rc == 0)
+		printf("imported %zu accounts\n", total);
+	return rc;
+}
+
 static int user_command(const struct config *cfg, int argc, char **argv)
 {
 	if (argc < 1) {
@@ -205,7 +297,8 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *sub = argv[0];
-	bool needs_jid = strcmp(sub, "list") != 0 && strcmp(sub, "import") != 0;
+	bool needs_jid = strcmp(sub, "list") != 0 && strcmp(sub, "import") != 0 &&
+			 strcmp(sub, "import-scram") != 0;
 	if ((needs_jid && argc != 2) || (!needs_jid && argc != 1)) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -221,6 +314,10 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 		rc = accounts_list(acc, print_account, NULL);
 	} else if (!strcmp(sub, "import")) {
 		rc = user_import(cfg, acc);
+		if (rc == -EINVAL)
+			status = EXIT_FAILED, rc = 0;
+	} else if (!strcmp(sub, "import-scram")) {
+		rc = user_import_scram(cfg, acc);
 		if (rc == -EINVAL)
 			status = EXIT_FAILED, rc = 0;
 	} else if (!strcmp(sub, "del")) {

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "workers/sasl.h"
@@ -71,6 +72,7 @@ struct lg_opts {
 	double duration, timeout, drain; /* seconds */
 	bool no_warmup;             /* login: measure uncached SCRAM logins */
 	bool json;
+	const struct lg_keys *keys; /* --scram-keys, NULL without */
 };
 
 int lg_pattern_parse(struct lg_pattern *p, const char *fmt);
@@ -80,6 +82,33 @@ int lg_pattern_format(const struct lg_pattern *p, uint32_t n, char *out, size_t 
 int lg_range_parse(const char *s, uint32_t *first, uint32_t *count);
 /* Escape for an XML attribute or text; returns the length or -ENOSPC. */
 int lg_xml_escape(const char *in, char *out, size_t cap);
+/* The number N when NAME (LEN bytes) is the pattern with N in it, written
+ * as lg_pattern_format() writes it. 0 or -EINVAL. */
+int lg_pattern_match(const struct lg_pattern *p, const char *name, size_t len, uint32_t *n);
+
+/* ---- precomputed SCRAM keys (lg_keys.c, --scram-keys FILE) -------------- */
+
+/* Lines "USER SALT_B64 ITERATIONS SALTEDPASSWORD_HEX" give account USER's
+ * SCRAM-SHA-256 ClientKey and ServerKey for that salt and iteration count, so
+ * a first login needs no PBKDF2. A login uses them only when the server sends
+ * the same salt and count; otherwise it derives its keys as without them. */
+struct lg_keys {
+	uint32_t first, count;            /* the accounts a run uses */
+	uint32_t loaded;                  /* how many of them the file had */
+	struct scram_client_keys *keys;   /* [account - first]; mech NONE: no line */
+};
+/* One line (modified in place). 1 with *ACCOUNT and OUT filled, 0 for a
+ * blank or '#' line, -EINVAL when malformed or USER does not match the
+ * pattern, -EIO. */
+int lg_keys_parse_line(char *line, const struct lg_pattern *user, uint32_t *account,
+		       struct scram_client_keys *out);
+/* Read F, keeping accounts FIRST .. FIRST+COUNT-1 (others are skipped).
+ * 0, or -EINVAL with *BAD_LINE the line number, -ENOMEM, -EIO. */
+int lg_keys_load(struct lg_keys *k, FILE *f, const struct lg_pattern *user, uint32_t first,
+		 uint32_t count, unsigned *bad_line);
+/* The keys of ACCOUNT, or NULL (K may be NULL). */
+const struct scram_client_keys *lg_keys_find(const struct lg_keys *k, uint32_t account);
+void lg_keys_free(struct lg_keys *k);
 
 /* ---- measurements (lg_scenarios.c) ------------------------------------- */
 

@@ -1081,8 +1081,19 @@ static int conn_on_challenge(struct lg_conn *c, const struct lg_xml_event *ev)
 	if (!c->scram || n < 0)
 		return conn_fail(c, LG_ERR_AUTH);
 	if (c->sasl_step == 0) {
-		r = scram_client_final_cached(c->scram, conn_cached_keys(c), in, (size_t)n, reply,
-					      sizeof reply);
+		struct scram_client_keys once, *keys = conn_cached_keys(c);
+		const struct scram_client_keys *pre = lg_keys_find(c->thread->opts->keys, c->account);
+
+		/* --scram-keys: seed an empty cache slot, or lend a copy to a
+		 * scenario that keeps no cache (the call may overwrite it when
+		 * the server's salt or iteration count differ) */
+		if (pre && keys && keys->mech == SASL_MECH_NONE)
+			*keys = *pre;
+		else if (pre && !keys)
+			keys = memcpy(&once, pre, sizeof once);
+		r = scram_client_final_cached(c->scram, keys, in, (size_t)n, reply, sizeof reply);
+		if (keys == &once)
+			explicit_bzero(&once, sizeof once);
 		if (r < 0 || (r = base64_encode((const uint8_t *)reply, (size_t)r, b64, sizeof b64)) < 0)
 			return conn_fail(c, LG_ERR_AUTH);
 		c->sasl_step = 1;

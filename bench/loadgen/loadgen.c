@@ -64,6 +64,9 @@ static void usage(FILE *f)
 	      "  --drain S               chat: wait for messages in flight (5)\n"
 	      "  --no-warmup             login: no unmeasured first login per account, so\n"
 	      "                          SCRAM keys are not cached before the window\n"
+	      "  --scram-keys FILE       precomputed SCRAM-SHA-256 keys, lines \"USER SALT_B64\n"
+	      "                          ITERATIONS SALTEDPASSWORD_HEX\", used when the server\n"
+	      "                          sends that salt and count (no PBKDF2 per account)\n"
 	      "  --json                  JSON instead of key=value on stdout\n",
 	      f);
 }
@@ -119,7 +122,7 @@ enum {
 	OPT_SERVER = 256, OPT_DOMAIN, OPT_USER, OPT_PASSWORD, OPT_FIRST, OPT_ACCOUNTS,
 	OPT_PAIRS, OPT_WINDOW, OPT_RATE, OPT_SIZE, OPT_TLS, OPT_CA, OPT_MECH, OPT_THREADS,
 	OPT_SOURCE, OPT_CONCURRENCY, OPT_RAMP, OPT_DURATION, OPT_TIMEOUT, OPT_DRAIN, OPT_JSON,
-	OPT_NO_WARMUP, OPT_HELP,
+	OPT_NO_WARMUP, OPT_SCRAM_KEYS, OPT_HELP,
 };
 
 static const struct option long_options[] = {
@@ -145,6 +148,7 @@ static const struct option long_options[] = {
 	{ "drain", required_argument, NULL, OPT_DRAIN },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "no-warmup", no_argument, NULL, OPT_NO_WARMUP },
+	{ "scram-keys", required_argument, NULL, OPT_SCRAM_KEYS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -180,7 +184,7 @@ static int parse_rate(const char *s, double *out)
 
 /* One option; -EINVAL names it in the caller's message. */
 static int apply_option(int opt, const char *arg, struct lg_opts *o, const char **user,
-			const char **password)
+			const char **password, const char **keys)
 {
 	uint32_t v;
 
@@ -208,6 +212,7 @@ static int apply_option(int opt, const char *arg, struct lg_opts *o, const char 
 	case OPT_DRAIN: return parse_seconds(arg, &o->drain);
 	case OPT_JSON: o->json = true; return 0;
 	case OPT_NO_WARMUP: o->no_warmup = true; return 0;
+	case OPT_SCRAM_KEYS: *keys = arg; return 0;
 	default: return -EINVAL;
 	}
 }
@@ -225,6 +230,31 @@ static int parse_scenarios(char *list, const struct lg_scenario **out, unsigned 
 		(*n)++;
 	}
 	return *n ? 0 : -EINVAL;
+}
+
+/* --scram-keys: the accounts this run uses (chat: both ends of every pair). */
+static int load_keys(struct lg_opts *o, const char *path, struct lg_keys *keys)
+{
+	uint32_t want = o->accounts > 2 * o->pairs ? o->accounts : 2 * o->pairs;
+	unsigned bad_line;
+	FILE *f = fopen(path, "re");
+	int rc;
+
+	if (!f) {
+		rc = -errno;
+		fprintf(stderr, "xmpp-loadgen: %s: %s\n", path, strerror(-rc));
+		return rc;
+	}
+	rc = lg_keys_load(keys, f, &o->user, o->first, want, &bad_line);
+	fclose(f);
+	if (rc == -EINVAL)
+		fprintf(stderr, "xmpp-loadgen: %s line %u: expected \"USER SALT_B64 ITERATIONS "
+			"SALTEDPASSWORD_HEX\" with USER like --user-fmt\n", path, bad_line);
+	else if (rc < 0)
+		fprintf(stderr, "xmpp-loadgen: %s: %s\n", path, strerror(-rc));
+	else
+		o->keys = keys;
+	return rc;
 }
 
 static int check_options(struct lg_opts *o, const char *user, const char *password)
@@ -264,9 +294,9 @@ static const char *option_name(int opt)
 }
 
 static int parse_args(int argc, char **argv, struct lg_opts *o,
-		      const struct lg_scenario **scns, unsigned *nscns)
+		      const struct lg_scenario **scns, unsigned *nscns, struct lg_keys *keys)
 {
-	const char *user = "user%d", *password = "pass%d";
+	const char *user = "user%d", *password = "pass%d", *keys_path = NULL;
 	int opt;
 
 	*o = (struct lg_opts){
@@ -281,7 +311,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o,
 			usage(stdout);
 			exit(0);
 		}
-		if (opt == '?' || apply_option(opt, optarg, o, &user, &password) < 0) {
+		if (opt == '?' || apply_option(opt, optarg, o, &user, &password, &keys_path) < 0) {
 			if (opt != '?')
 				fprintf(stderr, "xmpp-loadgen: bad value '%s' for --%s\n", optarg,
 					option_name(opt));
@@ -293,9 +323,9 @@ static int parse_args(int argc, char **argv, struct lg_opts *o,
 		usage(stderr);
 		return -EINVAL;
 	}
-	if (parse_scenarios(argv[optind], scns, nscns) < 0)
+	if (parse_scenarios(argv[optind], scns, nscns) < 0 || check_options(o, user, password) < 0)
 		return -EINVAL;
-	return check_options(o, user, password);
+	return keys_path ? load_keys(o, keys_path, keys) : 0;
 }
 
 /* ---- the figures --------------------------------------------------------- */
@@ -758,13 +788,14 @@ static void raise_nofile(rlim_t need)
 int main(int argc, char **argv)
 {
 	struct lg_opts o;
+	struct lg_keys keys = { 0 };
 	const struct lg_scenario *scns[MAX_SCENARIOS];
 	unsigned nscns, most = 0;
 	sigset_t signals;
 	bool interrupted = false;
 	int rc = 0;
 
-	if (parse_args(argc, argv, &o, scns, &nscns) < 0)
+	if (parse_args(argc, argv, &o, scns, &nscns, &keys) < 0)
 		return 2;
 	for (unsigned i = 0; i < nscns; i++) {
 		unsigned n = lg_scenario_slots(scns[i], &o, o.threads);
@@ -778,11 +809,13 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
 		fprintf(stderr, "xmpp-loadgen: wolfSSL_Init failed\n");
+		lg_keys_free(&keys);
 		return 1;
 	}
 	for (unsigned i = 0; i < nscns && !interrupted; i++)
 		if (run_scenario(&o, scns[i], &signals, &interrupted) < 0)
 			rc = 1;
 	wolfSSL_Cleanup();
+	lg_keys_free(&keys);
 	return rc;
 }

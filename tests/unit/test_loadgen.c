@@ -12,6 +12,10 @@
  * closing handshake. The SCRAM key cache is checked through the logins it
  * makes succeed or fail, and SCRAM-SHA-256-PLUS runs over STARTTLS against a
  * wolfSSL server whose own tls-exporter value must match the client's.
+ * Precomputed keys (--scram-keys) are parsed against the keys the server
+ * side derives, and a login shows whether it used them (a wrong key under
+ * the server's salt fails) or derived its own (the same under another salt
+ * succeeds).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +32,8 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/ecc.h>
+#include <wolfssl/wolfcrypt/pwdbased.h>
+#include <wolfssl/wolfcrypt/sha256.h>
 
 #include "bench/loadgen/lg.h"
 #include "tests/unit/check.h"
@@ -751,6 +757,164 @@ static void test_engine_key_cache(void)
 	harness_free(&h);
 }
 
+/* A --scram-keys line for user7 with PASSWORD's SaltedPassword under SALT. */
+static void keys_line(char *out, size_t cap, const char *password, const uint8_t salt[16])
+{
+	uint8_t salted[32];
+	char b64[40];
+	int n;
+
+	if (wc_PBKDF2(salted, (const byte *)password, (int)strlen(password), salt, 16,
+		      SCRAM_DEFAULT_ITERATIONS, sizeof salted, WC_SHA256) != 0 ||
+	    base64_encode(salt, 16, b64, sizeof b64) < 0)
+		abort();
+	n = snprintf(out, cap, "user7 %s %d ", b64, SCRAM_DEFAULT_ITERATIONS);
+	for (size_t i = 0; i < sizeof salted; i++)
+		n += snprintf(out + n, cap - (size_t)n, "%02x", salted[i]);
+	snprintf(out + n, cap - (size_t)n, "\n");
+}
+
+static void test_keys_parse(void)
+{
+	struct lg_pattern p;
+	struct scram_client_keys k;
+	struct scram_creds creds;
+	uint8_t salt[16], stored[32];
+	uint32_t account = 0;
+	char line[256], bad[256];
+
+	CHECK(lg_pattern_parse(&p, "user%d") == 0);
+	CHECK(lg_pattern_match(&p, "user7", 5, &account) == 0 && account == 7);
+	CHECK(lg_pattern_match(&p, "user0", 5, &account) == 0 && account == 0);
+	CHECK(lg_pattern_match(&p, "user", 4, &account) == -EINVAL);
+	CHECK(lg_pattern_match(&p, "user07", 6, &account) == -EINVAL);
+	CHECK(lg_pattern_match(&p, "user7x", 6, &account) == -EINVAL);
+	CHECK(lg_pattern_match(&p, "usr7", 4, &account) == -EINVAL);
+	CHECK(lg_pattern_match(&p, "user4294967296", 14, &account) == -EINVAL);
+	struct lg_pattern q;
+	CHECK(lg_pattern_parse(&q, "a%d.b") == 0);
+	CHECK(lg_pattern_match(&q, "a12.b", 5, &account) == 0 && account == 12);
+
+	/* the keys from a line are the ones the server stores for the password */
+	memset(salt, 0x5a, sizeof salt);
+	CHECK(scram_creds_derive("pass7", 5, salt, SCRAM_DEFAULT_ITERATIONS, &creds) == 0);
+	keys_line(line, sizeof line, "pass7", salt);
+	account = 0;
+	CHECK(lg_keys_parse_line(strcpy(bad, line), &p, &account, &k) == 1);
+	CHECK(account == 7 && k.mech == SASL_MECH_SCRAM_SHA256);
+	CHECK(k.iterations == SCRAM_DEFAULT_ITERATIONS && k.salt_len == 16 &&
+	      memcmp(k.salt, salt, 16) == 0);
+	CHECK(wc_Sha256Hash(k.client_key, 32, stored) == 0);
+	CHECK(memcmp(stored, creds.stored_key_sha256, 32) == 0);
+	CHECK(memcmp(k.server_key, creds.server_key_sha256, 32) == 0);
+
+	CHECK(lg_keys_parse_line(strcpy(bad, "\n"), &p, &account, &k) == 0);
+	CHECK(lg_keys_parse_line(strcpy(bad, "# comment\n"), &p, &account, &k) == 0);
+	static const char *const malformed[] = {
+		"user7 AAAA 4096\n",                       /* a field missing */
+		"bob7 WlpaWlpaWlpaWlpaWlpaWg== 4096 00\n", /* not the pattern */
+		"user7 !!!! 4096 %s\n",                    /* salt not base64 */
+		"user7 WlpaWlpaWlpaWlpaWlpaWg== 0 %s\n",    /* no iterations */
+		"user7 WlpaWlpaWlpaWlpaWlpaWg== -1 %s\n",
+		"user7 WlpaWlpaWlpaWlpaWlpaWg== 4096 %s extra\n",
+		"user7 WlpaWlpaWlpaWlpaWlpaWg== 4096 %sab\n", /* 33 bytes */
+		"user7 WlpaWlpaWlpaWlpaWlpaWg== 4096 zz%s\n",
+	};
+	const char *hex = strrchr(line, ' ') + 1;
+	char hex31[63];
+	memcpy(hex31, hex, 62); /* 31 bytes: a later "zz" makes 32 again */
+	hex31[62] = '\0';
+	for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+		snprintf(bad, sizeof bad, malformed[i], i == 7 ? hex31 : "0123456789abcdef0123456789"
+			 "abcdef0123456789abcdef0123456789abcdef");
+		k.mech = SASL_MECH_SCRAM_SHA1;
+		CHECK(lg_keys_parse_line(bad, &p, &account, &k) == -EINVAL);
+	}
+
+	/* a file: accounts outside the run are skipped, a bad line is named */
+	FILE *f = tmpfile();
+	struct lg_keys keys;
+	unsigned bad_line = 99;
+	CHECK(f != NULL);
+	fprintf(f, "# made by bench/compare\n%s", line);
+	fprintf(f, "user8 WlpaWlpaWlpaWlpaWlpaWg== 4096 %s", hex);
+	rewind(f);
+	CHECK(lg_keys_load(&keys, f, &p, 7, 1, &bad_line) == 0 && bad_line == 0);
+	CHECK(keys.loaded == 1 && lg_keys_find(&keys, 7) != NULL);
+	CHECK(lg_keys_find(&keys, 8) == NULL && lg_keys_find(&keys, 6) == NULL);
+	CHECK(lg_keys_find(NULL, 7) == NULL);
+	lg_keys_free(&keys);
+	rewind(f);
+	CHECK(lg_keys_load(&keys, f, &p, 1, 100, &bad_line) == 0 && keys.loaded == 2);
+	CHECK(lg_keys_find(&keys, 9) == NULL); /* in the range, not in the file */
+	lg_keys_free(&keys);
+	fprintf(f, "user9 WlpaWlpaWlpaWlpaWlpaWg== 4096\n");
+	rewind(f);
+	CHECK(lg_keys_load(&keys, f, &p, 1, 100, &bad_line) == -EINVAL && bad_line == 4);
+	CHECK(keys.keys == NULL);
+	fclose(f);
+}
+
+/* A login with --scram-keys: with the server's salt the file's keys are used
+ * (wrong ones fail the login, right ones pass), with another salt the client
+ * derives its own. In login (which keeps a cache) and idle (which does not). */
+static bool keys_login(const char *scenario, const char *password, const uint8_t salt[16],
+		       bool expect_ok)
+{
+	struct harness h;
+	struct lg_keys keys;
+	unsigned bad_line;
+	char line[256];
+	bool ok = true;
+	FILE *f = tmpfile();
+
+	if (!f)
+		return false;
+	keys_line(line, sizeof line, password, salt);
+	fputs(line, f);
+	rewind(f);
+	harness_init(&h, SASL_MECH_SCRAM_SHA256);
+	ok = lg_keys_load(&keys, f, &h.opts.user, 7, 1, &bad_line) == 0 && keys.loaded == 1;
+	fclose(f);
+	h.opts.keys = &keys;
+	ok = ok && harness_start(&h, scenario) && accept_client(&h, 0) && scram_login(&h, 0);
+	if (ok && expect_ok && strcmp(scenario, "idle") == 0) {
+		ok = bind_stream(&h, 0, false, "user7") && expect(&h, 0, "<presence/>");
+		set_phase(&h, LG_PHASE_STOP);
+		ok = ok && close_stream(&h, 0);
+	} else if (ok && expect_ok) {
+		ok = bind_stream(&h, 0, false, "user7") && close_stream(&h, 0); /* login closes */
+		set_phase(&h, LG_PHASE_STOP);
+	} else if (ok) {
+		ok = wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1;
+		set_phase(&h, LG_PHASE_STOP);
+	}
+	ok = ok && counter(&h, LG_C_DONE) == (expect_ok ? 1 : 0) &&
+	     counter(&h, LG_C_FAILED) == (expect_ok ? 0 : 1);
+	ok = ok && run_until_stopped(&h);
+	/* the file's table is read-only: a login never writes into it */
+	ok = ok && lg_keys_find(&keys, 7) && memcmp(lg_keys_find(&keys, 7)->salt, salt, 16) == 0;
+	harness_free(&h);
+	lg_keys_free(&keys);
+	return ok;
+}
+
+static void test_engine_scram_keys(void)
+{
+	uint8_t salt[16], other[16];
+
+	memset(salt, 0x33, sizeof salt);
+	memset(other, 0x44, sizeof other);
+	CHECK(scram_creds_derive("pass7", 5, salt, SCRAM_DEFAULT_ITERATIONS, &scram_account) == 0);
+	for (int i = 0; i < 2; i++) {
+		const char *scn = i ? "idle" : "login";
+
+		CHECK(keys_login(scn, "pass7", salt, true));   /* used, right */
+		CHECK(keys_login(scn, "wrong", salt, false));  /* used: so it fails */
+		CHECK(keys_login(scn, "wrong", other, true));  /* salt differs: derived */
+	}
+}
+
 static void test_engine_bad_server_proof(void)
 {
 	struct harness h;
@@ -1253,6 +1417,8 @@ int main(void)
 	RUN(test_engine_plain_idle);
 	RUN(test_engine_scram_login);
 	RUN(test_engine_key_cache);
+	RUN(test_keys_parse);
+	RUN(test_engine_scram_keys);
 	RUN(test_engine_plus_over_tls);
 	RUN(test_engine_bad_server_proof);
 	RUN(test_engine_failures);
