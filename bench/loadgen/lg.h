@@ -73,6 +73,13 @@ struct lg_opts {
 	bool no_warmup;             /* login: measure uncached SCRAM logins */
 	bool json;
 	const struct lg_keys *keys; /* --scram-keys, NULL without */
+	/* component: the XEP-0114 connection (--component NAME, --secret) */
+	struct sockaddr_storage comp_server;
+	socklen_t comp_server_len;
+	const char *comp_name;      /* its address, e.g. cb1.example.org */
+	char comp_name_xml[256];
+	const char *comp_secret;
+	enum lg_tls_mode comp_tls;  /* LG_TLS_DIRECT or LG_TLS_NONE */
 };
 
 int lg_pattern_parse(struct lg_pattern *p, const char *fmt);
@@ -152,6 +159,7 @@ enum lg_ev_type {
 	LG_EV_IQ,
 	LG_EV_MESSAGE,
 	LG_EV_PRESENCE,
+	LG_EV_HANDSHAKE, /* XEP-0114: the server accepted the component */
 	LG_EV_OTHER,
 };
 
@@ -178,7 +186,9 @@ struct lg_xml_event {
 	bool error;         /* type='error' (message) */
 	enum lg_iq_type iq_type;
 	bool iq_ping;       /* XEP-0199 ping request */
-	const char *id, *from; /* iq: attributes, NULL when absent or too long */
+	/* attributes, NULL when absent or too long: id of an iq or of the
+	 * stream's own start, from of an iq or a message */
+	const char *id, *from;
 	const struct lg_features *features;
 };
 
@@ -254,6 +264,8 @@ enum lg_counter {
 	LG_C_OUT_OF_ORDER,
 	LG_C_MSG_ERRORS,  /* messages of type 'error' and bodies not ours */
 	LG_C_STALLED,     /* open loop: sends skipped because the backlog was full */
+	LG_C_COMP_SENT,   /* component: messages the component sent (in LG_C_SENT too) */
+	LG_C_COMP_RECEIVED, /* component: messages it received (in LG_C_RECEIVED too) */
 	LG_C_ERRORS,      /* all errors, the sum of the kinds below */
 	LG_C_COUNT
 };
@@ -297,6 +309,7 @@ struct lg_conn {
 	bool session_needed;         /* the server wants the RFC 3921 session iq */
 	bool failed;
 	bool drop_when_sent;         /* lg_conn_drop: release once the backlog is sent */
+	bool component;              /* an XEP-0114 component, not a client */
 	enum lg_err err;             /* why it failed, when FAILED */
 	int io_err;                  /* a write error met inside wolfSSL's callback */
 	uint32_t events;             /* what epoll watches */
@@ -310,10 +323,14 @@ struct lg_conn {
 	size_t out_len, out_cap;
 	struct lg_xml xml;
 	bool xml_ready;
-	/* chat: the partner on this thread, messages in flight, sequence */
+	/* chat: the partner on this thread, messages in flight, sequence.
+	 * component: on a client, PEER is the component, and INFLIGHT, TX_SEQ
+	 * the client's messages to it; RX_NEXT what the client expects next
+	 * from the component; the COMP_ fields the other direction as the
+	 * component keeps it for this client. */
 	struct lg_conn *peer;
-	uint32_t inflight;
-	uint64_t tx_seq, rx_next;
+	uint32_t inflight, comp_inflight;
+	uint64_t tx_seq, rx_next, comp_tx_seq, comp_rx_next;
 };
 
 struct lg_scenario;
@@ -382,14 +399,22 @@ void lg_conn_drop(struct lg_conn *c);
 bool lg_conn_online(const struct lg_conn *c);
 bool lg_conn_idle(const struct lg_conn *c); /* no socket: free to start again */
 size_t lg_conn_backlog(const struct lg_conn *c);
-/* Send a chat message with BODY to the bare JID of account TO.
- * 0, -ENOBUFS when the backlog is full, -ENOTCONN. */
+/* Send a chat message with BODY to the bare JID of account TO (from a
+ * component: from its address). 0, -ENOBUFS when the backlog is full,
+ * -ENOTCONN. */
 int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t len);
+/* The same from a client to the component's address. */
+int lg_conn_send_to_component(struct lg_conn *c, const char *body, size_t len);
 
-/* TODO(components): XEP-0114 component connections for call-bridge load
- * (<handshake/> with SHA-1 of stream id + secret, then stanzas from the
- * component's domain) belong here as a second goal next to LG_GOAL_LOGIN;
- * not written yet. */
+/* XEP-0114 components: a slot whose COMPONENT flag the scenario set before
+ * queueing it connects to --component-server (TLS from the first byte, or
+ * plaintext), opens a jabber:component:accept stream to its address, and
+ * reaches its goal (READY) when the server accepts the handshake. */
+#define LG_HANDSHAKE_HEX 41
+/* OUT = lower-case hex SHA-1 of STREAM_ID followed by SECRET, NUL-terminated.
+ * 0, -ENOSPC (longer than 1 KiB together), -EIO. */
+int lg_component_handshake(const char *stream_id, const char *secret,
+			   char out[LG_HANDSHAKE_HEX]);
 
 /* ---- scenarios (lg_scenarios.c) ----------------------------------------- */
 

@@ -49,6 +49,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/ecc.h>
+#include <wolfssl/wolfcrypt/sha.h>
 
 #include "bench/loadgen/lg.h"
 
@@ -59,6 +60,7 @@
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_CLIENT "jabber:client"
+#define NS_COMPONENT "jabber:component:accept"
 #define NS_PING "urn:xmpp:ping"
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -75,6 +77,7 @@ enum lg_state {
 	ST_AUTH,       /* <auth/> sent, SASL exchange */
 	ST_BIND,       /* bind iq sent */
 	ST_SESSION,    /* session iq sent */
+	ST_COMPONENT,  /* component stream opened: header, then <handshake/> awaited */
 	ST_READY,      /* goal reached: the scenario drives it */
 	ST_CLOSING,    /* our side closed, waiting for the server to close */
 	ST_DOOMED,     /* released at the end of the loop turn */
@@ -253,6 +256,12 @@ static bool copy_attr(char *dst, size_t cap, const XML_Char *value)
 	return true;
 }
 
+/* A stanza of a client stream or of a component stream (XEP-0114). */
+static bool stanza_is(const XML_Char *name, const char *local)
+{
+	return name_is(name, NS_CLIENT, local) || name_is(name, NS_COMPONENT, local);
+}
+
 static void xml_stop(struct lg_xml *x, int result)
 {
 	if (x->result == 0) {
@@ -304,12 +313,13 @@ static void xml_top_start(struct lg_xml *x, const XML_Char *name, const XML_Char
 	x->overflow = x->error = x->ping = x->id_ok = x->from_ok = false;
 	x->iq_type = LG_IQ_NONE;
 
-	if (name_is(name, NS_CLIENT, "message")) {
+	if (stanza_is(name, "message")) {
 		x->top = LG_EV_MESSAGE;
 		x->error = type && strcmp(type, "error") == 0;
-	} else if (name_is(name, NS_CLIENT, "presence")) {
+		x->from_ok = copy_attr(x->from, sizeof x->from, attr(atts, "from"));
+	} else if (stanza_is(name, "presence")) {
 		x->top = LG_EV_PRESENCE;
-	} else if (name_is(name, NS_CLIENT, "iq")) {
+	} else if (stanza_is(name, "iq")) {
 		x->top = LG_EV_IQ;
 		x->iq_type = iq_type_of(type);
 		x->id_ok = copy_attr(x->id, sizeof x->id, attr(atts, "id"));
@@ -331,6 +341,8 @@ static void xml_top_start(struct lg_xml *x, const XML_Char *name, const XML_Char
 		xml_collect(x);
 	} else if (name_is(name, NS_SASL, "failure")) {
 		x->top = LG_EV_SASL_FAILURE;
+	} else if (name_is(name, NS_COMPONENT, "handshake")) {
+		x->top = LG_EV_HANDSHAKE;
 	}
 }
 
@@ -372,7 +384,7 @@ static void xml_child_start(struct lg_xml *x, const XML_Char *name, const XML_Ch
 		xml_features_child(x, name, atts);
 		break;
 	case LG_EV_MESSAGE:
-		if (x->depth == 3 && x->sub != SUB_BODY_DONE && name_is(name, NS_CLIENT, "body"))
+		if (x->depth == 3 && x->sub != SUB_BODY_DONE && stanza_is(name, "body"))
 			xml_collect(x);
 		break;
 	case LG_EV_IQ:
@@ -396,7 +408,9 @@ static void XMLCALL xml_start(void *ud, const XML_Char *name, const XML_Char **a
 			xml_stop(x, -EPROTO);
 			return;
 		}
-		struct lg_xml_event ev = { .type = LG_EV_STREAM_OPEN };
+		/* the stream id: a component's handshake hashes it */
+		bool id_ok = copy_attr(x->id, sizeof x->id, attr(atts, "id"));
+		struct lg_xml_event ev = { .type = LG_EV_STREAM_OPEN, .id = id_ok ? x->id : NULL };
 		xml_emit(x, &ev);
 	} else if (x->depth == 2) {
 		xml_top_start(x, name, atts);
@@ -859,6 +873,7 @@ fail:
 
 static void conn_reach_goal(struct lg_conn *c);
 static int conn_stream_open(struct lg_conn *c);
+static int conn_component_open(struct lg_conn *c);
 
 /* The handshake made progress: done, waiting, or failed (C doomed). */
 static void conn_tls_handshake(struct lg_conn *c)
@@ -874,7 +889,9 @@ static void conn_tls_handshake(struct lg_conn *c)
 		return;
 	}
 	c->tls_done = true;
-	if (c->thread->scn->goal == LG_GOAL_CONNECT)
+	if (c->component)
+		conn_component_open(c);
+	else if (c->thread->scn->goal == LG_GOAL_CONNECT)
 		conn_reach_goal(c);
 	else if (conn_stream_open(c) == 0)
 		c->state = ST_FEATURES;
@@ -909,6 +926,61 @@ static int conn_stream_open(struct lg_conn *c)
 	if (r == 0)
 		c->stream_open = true;
 	return r;
+}
+
+/* ---- XEP-0114 components ------------------------------------------------ */
+
+int lg_component_handshake(const char *stream_id, const char *secret,
+			   char out[LG_HANDSHAKE_HEX])
+{
+	uint8_t digest[WC_SHA_DIGEST_SIZE];
+	char joined[1024];
+	int n = snprintf(joined, sizeof joined, "%s%s", stream_id, secret);
+	int rc = 0;
+
+	if (n < 0 || (size_t)n >= sizeof joined)
+		rc = -ENOSPC;
+	else if (wc_ShaHash((const byte *)joined, (word32)n, digest) != 0)
+		rc = -EIO;
+	for (size_t i = 0; rc == 0 && i < sizeof digest; i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+	explicit_bzero(joined, sizeof joined);
+	return rc;
+}
+
+/* After TCP (plaintext) or the TLS handshake: the component's stream header.
+ * The server answers with its own, whose id the handshake needs. */
+static int conn_component_open(struct lg_conn *c)
+{
+	int r = conn_sendf(c, "<?xml version='1.0'?><stream:stream xmlns='" NS_COMPONENT
+			   "' xmlns:stream='" NS_STREAM "' to='%s'>",
+			   c->thread->opts->comp_name_xml);
+	if (r == 0) {
+		c->stream_open = true;
+		c->state = ST_COMPONENT;
+		c->sasl_step = 0; /* 0: header awaited, 1: <handshake/> awaited */
+	}
+	return r;
+}
+
+static int conn_on_component(struct lg_conn *c, const struct lg_xml_event *ev)
+{
+	char hex[LG_HANDSHAKE_HEX];
+
+	if (ev->type == LG_EV_STREAM_OPEN && c->sasl_step == 0) {
+		if (!ev->id)
+			return conn_fail(c, LG_ERR_PROTOCOL);
+		if (lg_component_handshake(ev->id, c->thread->opts->comp_secret, hex) < 0)
+			return conn_fail(c, LG_ERR_LOCAL);
+		c->sasl_step = 1;
+		return conn_sendf(c, "<handshake>%s</handshake>", hex);
+	}
+	if (ev->type == LG_EV_HANDSHAKE && c->sasl_step == 1) {
+		c->authed = true;
+		conn_reach_goal(c);
+		return 0;
+	}
+	return ev->type == LG_EV_STREAM_OPEN ? 0 : conn_fail(c, LG_ERR_PROTOCOL);
 }
 
 static void conn_reach_goal(struct lg_conn *c)
@@ -1175,10 +1247,14 @@ static int conn_answer_iq(struct lg_conn *c, const struct lg_xml_event *ev)
 			return 0;
 		strcat(to, "'");
 	}
+	/* a component must say which of its addresses answers (XEP-0114) */
+	const char *from = c->component ? c->thread->opts->comp_name_xml : NULL;
 	if (ev->iq_ping)
-		return conn_sendf(c, "<iq type='result' id='%s'%s/>", id, to);
-	return conn_sendf(c, "<iq type='error' id='%s'%s><error type='cancel'>"
-			  "<service-unavailable xmlns='" NS_STANZAS "'/></error></iq>", id, to);
+		return conn_sendf(c, "<iq type='result' id='%s'%s%s%s%s/>", id, to,
+				  from ? " from='" : "", from ? from : "", from ? "'" : "");
+	return conn_sendf(c, "<iq type='error' id='%s'%s%s%s%s><error type='cancel'>"
+			  "<service-unavailable xmlns='" NS_STANZAS "'/></error></iq>", id, to,
+			  from ? " from='" : "", from ? from : "", from ? "'" : "");
 }
 
 static int conn_on_ready(struct lg_conn *c, const struct lg_xml_event *ev)
@@ -1200,6 +1276,14 @@ static int conn_on_xml(void *arg, const struct lg_xml_event *ev)
 
 	if (c->state == ST_CLOSING || c->state == ST_DOOMED)
 		return 0; /* the server's close is seen as EOF */
+	if (c->state == ST_COMPONENT) {
+		/* a refused handshake is a stream error (<not-authorized/>) */
+		if (ev->type == LG_EV_STREAM_ERROR)
+			return conn_fail(c, c->sasl_step == 1 ? LG_ERR_AUTH : LG_ERR_STREAM);
+		if (ev->type == LG_EV_STREAM_CLOSE)
+			return conn_fail(c, LG_ERR_CLOSED);
+		return conn_on_component(c, ev);
+	}
 	switch (ev->type) {
 	case LG_EV_STREAM_OPEN:
 	case LG_EV_PRESENCE:
@@ -1319,8 +1403,11 @@ static void conn_on_connected(struct lg_conn *c)
 	}
 	c->state = ST_FEATURES; /* until TLS says otherwise: lets writes through */
 	conn_update_events(c);
-	if (c->thread->opts->tls == LG_TLS_DIRECT)
+	const struct lg_opts *o = c->thread->opts;
+	if ((c->component ? o->comp_tls : o->tls) == LG_TLS_DIRECT)
 		conn_tls_begin(c);
+	else if (c->component)
+		conn_component_open(c);
 	else
 		conn_stream_open(c);
 }
@@ -1348,17 +1435,19 @@ static bool local_shortage(int err)
 	       err == EADDRNOTAVAIL || err == EADDRINUSE;
 }
 
-static int socket_open(struct lg_thread *t)
+static int socket_open(struct lg_thread *t, bool component)
 {
 	const struct lg_opts *o = t->opts;
+	const struct sockaddr_storage *to = component ? &o->comp_server : &o->server;
+	socklen_t to_len = component ? o->comp_server_len : o->server_len;
 	int one = 1;
-	int fd = socket(o->server.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return -errno;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
 		goto fail;
-	if (o->src_count) {
+	if (o->src_count && to->ss_family == AF_INET) {
 		uint64_t i = (t->src_next++ * (uint64_t)t->nthreads + t->id) % o->src_count;
 		struct sockaddr_in src = {
 			.sin_family = AF_INET,
@@ -1370,7 +1459,7 @@ static int socket_open(struct lg_thread *t)
 		    bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
 			goto fail;
 	}
-	if (connect(fd, (const struct sockaddr *)&o->server, o->server_len) < 0 &&
+	if (connect(fd, (const struct sockaddr *)to, to_len) < 0 &&
 	    errno != EINPROGRESS)
 		goto fail;
 	return fd;
@@ -1401,7 +1490,7 @@ static void conn_start(struct lg_conn *c, uint64_t now)
 		conn_doom(c, true, LG_ERR_LOCAL);
 		return;
 	}
-	fd = socket_open(t);
+	fd = socket_open(t, c->component);
 	if (fd < 0) {
 		thread_back_off(t);
 		conn_doom(c, true, local_shortage(-fd) ? LG_ERR_LOCAL : LG_ERR_CONNECT);
@@ -1477,10 +1566,11 @@ void lg_conn_drop(struct lg_conn *c)
 	c->drop_when_sent = true;
 }
 
-int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t len)
+/* <message to='TO' [from=FROM] type='chat'> with BODY; TO and FROM are
+ * already escaped. */
+static int conn_send_message(struct lg_conn *c, const char *to, const char *from,
+			     const char *body, size_t len)
 {
-	const struct lg_opts *o = c->thread->opts;
-	char user[128], user_xml[768];
 	char *buf = c->thread->scratch;
 	size_t cap = sizeof c->thread->scratch;
 
@@ -1490,14 +1580,29 @@ int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t l
 	 * instead of failing the connection in conn_send() */
 	if (c->out_len + cap > LG_OUT_MAX)
 		return -ENOBUFS;
-	if (lg_pattern_format(&o->user, to, user, sizeof user) < 0 ||
-	    lg_xml_escape(user, user_xml, sizeof user_xml) < 0)
-		return -ENOSPC;
-	int n = snprintf(buf, cap, "<message to='%s@%s' type='chat'><body>%.*s</body></message>",
-			 user_xml, o->domain_xml, (int)len, body);
+	int n = snprintf(buf, cap, "<message to='%s'%s%s%s type='chat'><body>%.*s</body></message>",
+			 to, from ? " from='" : "", from ? from : "", from ? "'" : "", (int)len,
+			 body);
 	if (n < 0 || (size_t)n >= cap)
 		return -ENOSPC;
 	return conn_send(c, buf, (size_t)n);
+}
+
+int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t len)
+{
+	const struct lg_opts *o = c->thread->opts;
+	char user[128], jid[1024];
+
+	if (lg_pattern_format(&o->user, to, user, sizeof user) < 0 ||
+	    lg_xml_escape(user, jid, sizeof jid - sizeof o->domain_xml - 1) < 0)
+		return -ENOSPC;
+	strcat(strcat(jid, "@"), o->domain_xml);
+	return conn_send_message(c, jid, c->component ? o->comp_name_xml : NULL, body, len);
+}
+
+int lg_conn_send_to_component(struct lg_conn *c, const char *body, size_t len)
+{
+	return conn_send_message(c, c->thread->opts->comp_name_xml, NULL, body, len);
 }
 
 /* ---- the thread --------------------------------------------------------- */

@@ -15,6 +15,13 @@
  *   connect  the same up to the TLS handshake (the stream features without
  *            TLS), then closes its side and starts again at once, without
  *            waiting for the server's close.
+ *   component  one XEP-0114 component and --accounts clients: each client
+ *            sends to the component's address and the component to each
+ *            client, closed loop (--window in flight per client and
+ *            direction) or open loop (--rate in all, half each way). Latency
+ *            as in chat. All on one thread: the component is one connection,
+ *            and both ends of every exchange must share a clock and
+ *            bookkeeping without locks.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -299,6 +306,181 @@ static void chat_on_tick(struct lg_thread *t, uint64_t now)
 	}
 }
 
+/* ---- component ------------------------------------------------------------ */
+
+/* Slot 0 of thread 0 is the component, slots 1..N the clients; other
+ * threads get nothing. */
+static unsigned comp_slots(const struct lg_opts *o, unsigned id, unsigned n)
+{
+	(void)n;
+	return id == 0 ? o->accounts + 1 : 0;
+}
+
+static void comp_setup(struct lg_thread *t)
+{
+	if (t->nconns == 0)
+		return;
+	t->conns[0].component = true;
+	lg_conn_queue(&t->conns[0]);
+	for (unsigned k = 1; k < t->nconns; k++) {
+		t->conns[k].account = t->opts->first + k - 1;
+		t->conns[k].peer = &t->conns[0];
+		lg_conn_queue(&t->conns[k]);
+	}
+}
+
+static bool comp_pair_online(const struct lg_conn *client)
+{
+	return lg_conn_online(client) && lg_conn_online(client->peer);
+}
+
+static int comp_body(const struct lg_thread *t, uint64_t seq, char *out, size_t cap)
+{
+	return lg_body_encode(out, cap, seq, lg_now_ns(), t->opts->size);
+}
+
+/* CLIENT sends its next message to the component. */
+static int comp_client_send(struct lg_conn *client)
+{
+	struct lg_thread *t = client->thread;
+	char body[LG_BODY_HEADER_MAX + 4096];
+	int len = comp_body(t, client->tx_seq, body, sizeof body);
+
+	if (len < 0 || lg_conn_send_to_component(client, body, (size_t)len) < 0)
+		return -ENOBUFS;
+	client->tx_seq++;
+	client->inflight++;
+	lg_count(t, LG_C_SENT, 1);
+	return 0;
+}
+
+/* The component sends its next message to CLIENT. */
+static int comp_send_to(struct lg_conn *client)
+{
+	struct lg_thread *t = client->thread;
+	char body[LG_BODY_HEADER_MAX + 4096];
+	int len = comp_body(t, client->comp_tx_seq, body, sizeof body);
+
+	if (len < 0 || lg_conn_send_chat(client->peer, client->account, body, (size_t)len) < 0)
+		return -ENOBUFS;
+	client->comp_tx_seq++;
+	client->comp_inflight++;
+	lg_count(t, LG_C_SENT, 1);
+	lg_count(t, LG_C_COMP_SENT, 1);
+	return 0;
+}
+
+/* Closed loop: WINDOW in flight each way between CLIENT and the component. */
+static void comp_fill(struct lg_conn *client)
+{
+	unsigned w = client->thread->opts->window;
+
+	while (client->inflight < w && comp_pair_online(client))
+		if (comp_client_send(client) < 0)
+			break;
+	while (client->comp_inflight < w && comp_pair_online(client))
+		if (comp_send_to(client) < 0)
+			break;
+}
+
+/* The client a message at the component came from: the local part of its
+ * FROM (userN@domain/resource) names the account. NULL when not ours. */
+static struct lg_conn *comp_sender(struct lg_thread *t, const char *from)
+{
+	const char *at = from ? strchr(from, '@') : NULL;
+	uint32_t account;
+
+	if (!at || lg_pattern_match(&t->opts->user, from, (size_t)(at - from), &account) < 0 ||
+	    account < t->opts->first || account - t->opts->first >= t->opts->accounts)
+		return NULL;
+	return &t->conns[account - t->opts->first + 1];
+}
+
+/* A delivery: latency, order against *NEXT, one less in flight. */
+static bool comp_received(struct lg_thread *t, const struct lg_xml_event *ev, uint64_t *next,
+			  uint32_t *inflight)
+{
+	uint64_t seq, sent_ns;
+
+	if (ev->error || lg_body_decode(ev->text, ev->text_len, &seq, &sent_ns) < 0) {
+		lg_count(t, LG_C_MSG_ERRORS, 1);
+		return false;
+	}
+	lg_hist_add(t->msg_hist, lg_now_ns() - sent_ns);
+	lg_count(t, LG_C_RECEIVED, 1);
+	if (seq < *next)
+		lg_count(t, LG_C_OUT_OF_ORDER, 1);
+	else
+		*next = seq + 1;
+	if (*inflight)
+		(*inflight)--;
+	return true;
+}
+
+static void comp_on_message(struct lg_conn *c, const struct lg_xml_event *ev)
+{
+	struct lg_thread *t = c->thread;
+	struct lg_conn *client = c;
+
+	if (c->component) {
+		client = comp_sender(t, ev->from);
+		if (!client) {
+			lg_count(t, LG_C_MSG_ERRORS, 1);
+			return;
+		}
+		if (!comp_received(t, ev, &client->comp_rx_next, &client->inflight))
+			return;
+		lg_count(t, LG_C_COMP_RECEIVED, 1);
+	} else if (!comp_received(t, ev, &c->rx_next, &c->comp_inflight)) {
+		return;
+	}
+	if (t->opts->rate == 0 && t->phase == LG_PHASE_RUN)
+		comp_fill(client);
+}
+
+static void comp_on_phase(struct lg_thread *t)
+{
+	if (t->phase != LG_PHASE_RUN)
+		return;
+	t->run_t0 = lg_now_ns();
+	t->paced = 0;
+	if (t->opts->rate == 0)
+		for (unsigned k = 1; k < t->nconns; k++)
+			comp_fill(&t->conns[k]);
+}
+
+static uint64_t comp_next_tick(const struct lg_thread *t, uint64_t now)
+{
+	double rate = t->opts->rate;
+
+	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns < 2)
+		return 0;
+	uint64_t due = t->run_t0 + (uint64_t)((double)(t->paced + 1) * 1e9 / rate);
+	return due > now + CHAT_TICK_MIN_NS ? due : now + CHAT_TICK_MIN_NS;
+}
+
+/* Open loop: what is due by now, alternately a client (round-robin) to the
+ * component and the component to a client (round-robin); a sender whose
+ * backlog is not drained skips its turn and the skip is counted. */
+static void comp_on_tick(struct lg_thread *t, uint64_t now)
+{
+	double rate = t->opts->rate;
+
+	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns < 2)
+		return;
+	uint64_t due = (uint64_t)((double)(now - t->run_t0) * rate / 1e9);
+	while (t->paced < due) {
+		bool up = t->paced % 2 == 0;
+		struct lg_conn *client = &t->conns[1 + (t->paced / 2) % (t->nconns - 1)];
+		struct lg_conn *sender = up ? client : client->peer;
+
+		t->paced++;
+		if (!comp_pair_online(client) || lg_conn_backlog(sender) > 0 ||
+		    (up ? comp_client_send(client) : comp_send_to(client)) < 0)
+			lg_count(t, LG_C_STALLED, 1);
+	}
+}
+
 /* ---- login and connect -------------------------------------------------- */
 
 static unsigned login_slots(const struct lg_opts *o, unsigned id, unsigned n)
@@ -400,6 +582,19 @@ static const struct lg_scenario scenarios[] = {
 		.on_message = ignore_message,
 		.on_end = login_on_end,
 		.on_phase = nothing_thread,
+	},
+	{
+		.name = "component",
+		.goal = LG_GOAL_ONLINE,
+		.login_phase = true,
+		.slots = comp_slots,
+		.setup = comp_setup,
+		.on_goal = nothing_conn,
+		.on_message = comp_on_message,
+		.on_end = nothing_conn,
+		.on_phase = comp_on_phase,
+		.next_tick = comp_next_tick,
+		.on_tick = comp_on_tick,
 	},
 };
 

@@ -41,7 +41,7 @@
 static void usage(FILE *f)
 {
 	fputs("usage: xmpp-loadgen [options] SCENARIO[,SCENARIO...]\n"
-	      "scenarios: idle, chat, login, connect (run in the order given)\n"
+	      "scenarios: idle, chat, login, connect, component (run in the order given)\n"
 	      "  --server HOST:PORT      c2s address (127.0.0.1:5222)\n"
 	      "  --domain DOMAIN         XMPP domain of the accounts (localhost)\n"
 	      "  --user-fmt FMT          account names, one %d (user%d)\n"
@@ -67,6 +67,10 @@ static void usage(FILE *f)
 	      "  --scram-keys FILE       precomputed SCRAM-SHA-256 keys, lines \"USER SALT_B64\n"
 	      "                          ITERATIONS SALTEDPASSWORD_HEX\", used when the server\n"
 	      "                          sends that salt and count (no PBKDF2 per account)\n"
+	      "  --component NAME        component: its address (e.g. cb1.localhost)\n"
+	      "  --component-secret-file FILE  component: its secret (the first line)\n"
+	      "  --component-server HOST:PORT  component listener (--server's host, 5223)\n"
+	      "  --component-tls direct|none   (direct: TLS from the first byte)\n"
 	      "  --json                  JSON instead of key=value on stdout\n",
 	      f);
 }
@@ -96,7 +100,7 @@ static int parse_seconds(const char *s, double *out)
 }
 
 /* HOST:PORT or [V6]:PORT, numeric or resolvable. */
-static int parse_server(const char *s, struct lg_opts *o)
+static int parse_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len)
 {
 	char host[256];
 	const char *colon = strrchr(s, ':');
@@ -112,17 +116,43 @@ static int parse_server(const char *s, struct lg_opts *o)
 	}
 	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
 		return -EINVAL;
-	memcpy(&o->server, ai->ai_addr, ai->ai_addrlen);
-	o->server_len = ai->ai_addrlen;
+	memcpy(out, ai->ai_addr, ai->ai_addrlen);
+	*out_len = ai->ai_addrlen;
 	freeaddrinfo(ai);
 	return 0;
+}
+
+static int parse_server(const char *s, struct lg_opts *o)
+{
+	return parse_address(s, &o->server, &o->server_len);
+}
+
+/* The component's secret: the first line of PATH, kept for the process. */
+static int read_secret(const char *path, struct lg_opts *o)
+{
+	static char secret[512];
+	FILE *f = fopen(path, "re");
+	int rc = -EINVAL;
+
+	if (!f)
+		return -errno;
+	if (fgets(secret, sizeof secret, f)) {
+		secret[strcspn(secret, "\r\n")] = '\0';
+		if (secret[0]) {
+			o->comp_secret = secret;
+			rc = 0;
+		}
+	}
+	fclose(f);
+	return rc;
 }
 
 enum {
 	OPT_SERVER = 256, OPT_DOMAIN, OPT_USER, OPT_PASSWORD, OPT_FIRST, OPT_ACCOUNTS,
 	OPT_PAIRS, OPT_WINDOW, OPT_RATE, OPT_SIZE, OPT_TLS, OPT_CA, OPT_MECH, OPT_THREADS,
 	OPT_SOURCE, OPT_CONCURRENCY, OPT_RAMP, OPT_DURATION, OPT_TIMEOUT, OPT_DRAIN, OPT_JSON,
-	OPT_NO_WARMUP, OPT_SCRAM_KEYS, OPT_HELP,
+	OPT_NO_WARMUP, OPT_SCRAM_KEYS, OPT_COMPONENT, OPT_COMP_SECRET, OPT_COMP_SERVER,
+	OPT_COMP_TLS, OPT_HELP,
 };
 
 static const struct option long_options[] = {
@@ -149,6 +179,10 @@ static const struct option long_options[] = {
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "no-warmup", no_argument, NULL, OPT_NO_WARMUP },
 	{ "scram-keys", required_argument, NULL, OPT_SCRAM_KEYS },
+	{ "component", required_argument, NULL, OPT_COMPONENT },
+	{ "component-secret-file", required_argument, NULL, OPT_COMP_SECRET },
+	{ "component-server", required_argument, NULL, OPT_COMP_SERVER },
+	{ "component-tls", required_argument, NULL, OPT_COMP_TLS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -213,6 +247,13 @@ static int apply_option(int opt, const char *arg, struct lg_opts *o, const char 
 	case OPT_JSON: o->json = true; return 0;
 	case OPT_NO_WARMUP: o->no_warmup = true; return 0;
 	case OPT_SCRAM_KEYS: *keys = arg; return 0;
+	case OPT_COMPONENT: o->comp_name = arg; return 0;
+	case OPT_COMP_SECRET: return read_secret(arg, o);
+	case OPT_COMP_SERVER: return parse_address(arg, &o->comp_server, &o->comp_server_len);
+	case OPT_COMP_TLS: /* a component stream has no STARTTLS */
+		if (parse_tls(arg, &o->comp_tls) < 0 || o->comp_tls == LG_TLS_STARTTLS)
+			return -EINVAL;
+		return 0;
 	default: return -EINVAL;
 	}
 }
@@ -282,6 +323,33 @@ static int check_options(struct lg_opts *o, const char *user, const char *passwo
 	}
 	if (o->size < LG_BODY_HEADER_MAX)
 		o->size = 0; /* just the header */
+	if (o->comp_server_len == 0) {
+		/* the component listener's usual port on --server's host */
+		memcpy(&o->comp_server, &o->server, sizeof o->server);
+		o->comp_server_len = o->server_len;
+		if (o->comp_server.ss_family == AF_INET)
+			((struct sockaddr_in *)&o->comp_server)->sin_port = htons(5223);
+		else
+			((struct sockaddr_in6 *)&o->comp_server)->sin6_port = htons(5223);
+	}
+	if (o->comp_name && lg_xml_escape(o->comp_name, o->comp_name_xml,
+					  sizeof o->comp_name_xml) < 0) {
+		fprintf(stderr, "xmpp-loadgen: --component is too long\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* component needs its address and secret. */
+static int check_scenarios(const struct lg_opts *o, const struct lg_scenario **scns,
+			   unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (strcmp(scns[i]->name, "component") == 0 && (!o->comp_name || !o->comp_secret)) {
+			fprintf(stderr, "xmpp-loadgen: component needs --component and "
+				"--component-secret-file\n");
+			return -EINVAL;
+		}
 	return 0;
 }
 
@@ -302,6 +370,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o,
 	*o = (struct lg_opts){
 		.domain = "localhost", .first = 1, .accounts = 100, .pairs = 100, .window = 1,
 		.tls = LG_TLS_STARTTLS, .mech = SASL_MECH_SCRAM_SHA256, .threads = 1,
+		.comp_tls = LG_TLS_DIRECT,
 		.concurrency = 100, .duration = 10, .timeout = 30, .drain = 5,
 	};
 	if (parse_server("127.0.0.1:5222", o) < 0)
@@ -323,7 +392,8 @@ static int parse_args(int argc, char **argv, struct lg_opts *o,
 		usage(stderr);
 		return -EINVAL;
 	}
-	if (parse_scenarios(argv[optind], scns, nscns) < 0 || check_options(o, user, password) < 0)
+	if (parse_scenarios(argv[optind], scns, nscns) < 0 || check_options(o, user, password) < 0 ||
+	    check_scenarios(o, scns, *nscns) < 0)
 		return -EINVAL;
 	return keys_path ? load_keys(o, keys_path, keys) : 0;
 }
@@ -439,6 +509,17 @@ static bool is_chat(const struct lg_scenario *scn)
 	return strcmp(scn->name, "chat") == 0;
 }
 
+static bool is_component(const struct lg_scenario *scn)
+{
+	return strcmp(scn->name, "component") == 0;
+}
+
+/* Scenarios that send messages: progress, drain and figures of messages. */
+static bool has_messages(const struct lg_scenario *scn)
+{
+	return is_chat(scn) || is_component(scn);
+}
+
 static const char *phase_name(int phase)
 {
 	static const char *const names[] = { "login", "run", "drain", "stop" };
@@ -459,7 +540,7 @@ static void progress(struct run *r)
 		(double)(now.ns - r->begin_ns) / 1e9, phase_name(r->phase), now.ctr.v[LG_C_ONLINE],
 		now.ctr.v[LG_C_DONE], (double)delta(&r->last, &now, LG_C_DONE) / dt,
 		now.ctr.v[LG_C_FAILED], now.ctr.v[LG_C_ERRORS]);
-	if (is_chat(r->scn))
+	if (has_messages(r->scn))
 		fprintf(stderr, " sent=%.0f/s recv=%.0f/s",
 			(double)delta(&r->last, &now, LG_C_SENT) / dt,
 			(double)delta(&r->last, &now, LG_C_RECEIVED) / dt);
@@ -586,7 +667,7 @@ static void run_phases(struct run *r)
 	if (!r->interrupted)
 		run_wait(r, deadline_after(o->duration), NULL);
 	take_sample(r, &r->run_end);
-	if (is_chat(r->scn) && !r->interrupted) {
+	if (has_messages(r->scn) && !r->interrupted) {
 		set_phase(r, LG_PHASE_DRAIN);
 		run_wait(r, deadline_after(o->drain), chat_drained);
 	}
@@ -650,7 +731,19 @@ static void report_chat(struct report *rep, const struct run *r, const struct sa
 	uint64_t sent = end->ctr.v[LG_C_SENT], got = end->ctr.v[LG_C_RECEIVED];
 	double run_s = seconds_between(&r->run_start, &r->run_end);
 
-	rep_int(rep, "pairs", o->pairs);
+	if (is_component(r->scn)) {
+		/* each way: the component's own counts, the clients' the rest */
+		uint64_t comp_sent = end->ctr.v[LG_C_COMP_SENT];
+		uint64_t comp_got = end->ctr.v[LG_C_COMP_RECEIVED];
+
+		rep_int(rep, "clients", o->accounts);
+		rep_int(rep, "to_component_sent", sent - comp_sent);
+		rep_int(rep, "to_component_delivered", comp_got);
+		rep_int(rep, "from_component_sent", comp_sent);
+		rep_int(rep, "from_component_delivered", got - comp_got);
+	} else {
+		rep_int(rep, "pairs", o->pairs);
+	}
 	rep_int(rep, "window", o->window);
 	rep_num(rep, "offered_rate", o->rate);
 	rep_int(rep, "size", o->size);
@@ -699,7 +792,7 @@ static void report(const struct run *r)
 	if (r->scn->login_phase)
 		report_login_phase(&rep, r);
 	rep_num(&rep, "duration_s", seconds_between(&r->run_start, &r->run_end));
-	if (is_chat(r->scn))
+	if (has_messages(r->scn))
 		report_chat(&rep, r, &end);
 	else if (!r->scn->login_phase)
 		report_attempts(&rep, r);

@@ -115,6 +115,35 @@ def test_chat_closed_and_open_loop(make_node):
     assert_chat_adds_up(fig, pairs)
 
 
+def test_component_both_ways(make_node, tmp_path):
+    """One XEP-0114 component (TLS from the first byte, xmppd's default for
+    the listener) and ACCOUNTS clients: every message each way arrives, in
+    order, and the counts of both directions add up."""
+    node = make_node(component="direct")
+    import_accounts(node)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(node.add_callbridge("cb1") + "\n")
+    comp = ("--component", "cb1." + node.domain, "--component-secret-file", str(secret_file),
+            "--component-server", "%s:%d" % (node.address, node.component_port),
+            "--accounts", str(ACCOUNTS))
+    for extra in (("--window", "2"), ("--rate", "200")):
+        fig = run_loadgen(node, *comp, *extra, "--duration", "1", "component", seconds=6)
+        assert fig["scenario"] == "component" and fig["clients"] == ACCOUNTS, fig
+        # the component is online too
+        assert fig["online"] == ACCOUNTS + 1 and fig["failed"] == 0, fig
+        assert fig["to_component_sent"] > 0 and fig["from_component_sent"] > 0, fig
+        assert fig["to_component_sent"] + fig["from_component_sent"] == fig["sent"], fig
+        assert fig["to_component_delivered"] == fig["to_component_sent"], fig
+        assert fig["from_component_delivered"] == fig["from_component_sent"], fig
+        assert fig["delivered"] == fig["sent"] and fig["lost"] == 0, fig
+        assert fig["out_of_order"] == 0 and fig["msg_errors"] == 0, fig
+        assert_no_errors(fig)
+    # a wrong secret: the component is refused, the run says why
+    secret_file.write_text("not-the-secret\n")
+    fig = run_loadgen(node, *comp, "--duration", "0.5", "component", seconds=4)
+    assert fig.get("err_auth") == 1 and fig["online"] == ACCOUNTS, fig
+
+
 AUTHENTICATED_RE = r"authenticated user\d+@localhost from \S+ \(%s\)"
 
 

@@ -15,7 +15,9 @@
  * Precomputed keys (--scram-keys) are parsed against the keys the server
  * side derives, and a login shows whether it used them (a wrong key under
  * the server's salt fails) or derived its own (the same under another salt
- * succeeds).
+ * succeeds). The component scenario runs a component (XEP-0114 handshake
+ * checked against a known SHA-1) and a client against the test server, which
+ * relays their messages both ways.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -304,6 +306,48 @@ static void test_xml_stanzas(void)
 	int before = r.events;
 	CHECK(lg_xml_feed(&x, serr, strlen(serr)) == 0);
 	CHECK(r.events == before + 2 && r.last == LG_EV_STREAM_CLOSE);
+	lg_xml_free(&x);
+}
+
+/* XEP-0114: the component's stream (jabber:component:accept), its id, the
+ * server's <handshake/>, and stanzas in the component namespace. */
+static void test_xml_component(void)
+{
+	struct recorder r = { .restart_on = -1 };
+	struct lg_xml x;
+	char hex[LG_HANDSHAKE_HEX];
+
+	/* hex SHA-1 of "3BF96D32" + "sesame" (sha1sum) */
+	CHECK(lg_component_handshake("3BF96D32", "sesame", hex) == 0);
+	CHECK_STR(hex, "7a98dc4c9e92493d7fd66a25364c862637789c45");
+	char long_id[1100];
+	memset(long_id, 'a', sizeof long_id - 1);
+	long_id[sizeof long_id - 1] = '\0';
+	CHECK(lg_component_handshake(long_id, "s", hex) == -ENOSPC);
+
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	const char *head = "<stream:stream xmlns='jabber:component:accept' xmlns:stream="
+			   "'http://etherx.jabber.org/streams' from='cb1.example.test' id='c&amp;9'>";
+	CHECK(feed_bytewise(&x, head) == 0);
+	CHECK(r.last == LG_EV_STREAM_OPEN);
+	CHECK_STR(r.id, "c&9");
+	CHECK(lg_xml_feed(&x, "<handshake/>", 12) == 0 && r.last == LG_EV_HANDSHAKE);
+	const char *msg = "<message from='user3@example.test/r' to='cb1.example.test'>"
+			  "<body>lg1 4 5</body></message>";
+	CHECK(feed_bytewise(&x, msg) == 0);
+	CHECK(r.last == LG_EV_MESSAGE && strcmp(r.text, "lg1 4 5") == 0);
+	CHECK_STR(r.from, "user3@example.test/r");
+	/* a handshake element of the client namespace is not one */
+	const char *other = "<handshake xmlns='jabber:client'/>";
+	CHECK(lg_xml_feed(&x, other, strlen(other)) == 0);
+	CHECK(r.last == LG_EV_OTHER);
+	lg_xml_free(&x);
+
+	/* a client stream: no <handshake/>, the stream id still reported */
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+	CHECK(r.last == LG_EV_STREAM_OPEN);
+	CHECK_STR(r.id, "s1");
 	lg_xml_free(&x);
 }
 
@@ -1403,6 +1447,112 @@ static void test_engine_chat_pair(void)
 	harness_free(&h);
 }
 
+/* The component scenario: the test server plays xmppd's component
+ * listener and c2s (both plaintext) and relays messages between them. */
+#define COMP_NAME "cb1." DOMAIN
+#define COMP_HEAD "<stream:stream xmlns='jabber:component:accept' xmlns:stream=" \
+		  "'http://etherx.jabber.org/streams' from='" COMP_NAME "' id='st1'>"
+
+/* The body of the message in HELD, re-addressed FROM -> TO. */
+static void relay(struct harness *h, int i, const char *held, const char *from, const char *to)
+{
+	char out[600];
+	const char *body = strstr(held, "<body>"), *end = strstr(held, "</body>");
+
+	if (!body || !end)
+		abort();
+	snprintf(out, sizeof out, "<message from='%s' to='%s' type='chat'>%.*s</message>", from,
+		 to, (int)(end + 7 - body), body);
+	say(h, i, out);
+}
+
+static void test_engine_component(void)
+{
+	struct harness h;
+	char secret_hex[LG_HANDSHAKE_HEX], want[80], up[512], down[512];
+
+	harness_init(&h, SASL_MECH_PLAIN);
+	memcpy(&h.opts.comp_server, &h.opts.server, sizeof h.opts.server);
+	h.opts.comp_server_len = h.opts.server_len;
+	h.opts.comp_tls = LG_TLS_NONE;
+	h.opts.comp_name = COMP_NAME;
+	strcpy(h.opts.comp_name_xml, COMP_NAME);
+	h.opts.comp_secret = "s3cret";
+	h.opts.window = 1;
+	CHECK(harness_start(&h, "component"));
+	CHECK(h.t->nconns == 2 && h.t->conns[0].component && !h.t->conns[1].component);
+	/* slot 0, the component, is queued first and connects first */
+	CHECK(accept_client(&h, 0) && accept_client(&h, 1));
+	CHECK(expect(&h, 0, "<stream:stream xmlns='jabber:component:accept' xmlns:stream='"
+			    "http://etherx.jabber.org/streams' to='" COMP_NAME "'>"));
+	say(&h, 0, COMP_HEAD);
+	CHECK(lg_component_handshake("st1", "s3cret", secret_hex) == 0);
+	snprintf(want, sizeof want, "<handshake>%s</handshake>", secret_hex);
+	CHECK(expect(&h, 0, want));
+	say(&h, 0, "<handshake/>");
+	CHECK(plain_login(&h, 1, "user7", "pass7"));
+	CHECK(bind_stream(&h, 1, false, "user7") && expect(&h, 1, "<presence/>"));
+	CHECK(counter(&h, LG_C_ONLINE) == 2 && counter(&h, LG_C_SENT) == 0);
+
+	set_phase(&h, LG_PHASE_RUN);
+	/* window 1 each way: the client's first to the component, the
+	 * component's first to the client (from its own address) */
+	CHECK(take_message(&h, 1, up, sizeof up));
+	CHECK(strstr(up, "to='" COMP_NAME "' type='chat'") && strstr(up, "<body>lg1 0 "));
+	CHECK(take_message(&h, 0, down, sizeof down));
+	CHECK(strstr(down, "to='user7@" DOMAIN "' from='" COMP_NAME "' type='chat'") &&
+	      strstr(down, "<body>lg1 0 "));
+	CHECK(counter(&h, LG_C_SENT) == 2 && counter(&h, LG_C_COMP_SENT) == 1);
+
+	/* each delivery lets its sender send the next */
+	relay(&h, 0, up, "user7@" DOMAIN "/r1", COMP_NAME);
+	CHECK(take_message(&h, 1, up, sizeof up) && strstr(up, "<body>lg1 1 "));
+	CHECK(counter(&h, LG_C_COMP_RECEIVED) == 1 && counter(&h, LG_C_RECEIVED) == 1);
+	relay(&h, 1, down, COMP_NAME, "user7@" DOMAIN "/r1");
+	CHECK(take_message(&h, 0, down, sizeof down) && strstr(down, "<body>lg1 1 "));
+	CHECK(counter(&h, LG_C_RECEIVED) == 2 && counter(&h, LG_C_COMP_RECEIVED) == 1);
+	CHECK(counter(&h, LG_C_OUT_OF_ORDER) == 0 && h.t->msg_hist->count == 2);
+
+	/* at the component, a sender that is none of the clients is counted */
+	relay(&h, 0, up, "stranger@" DOMAIN "/x", COMP_NAME);
+	relay(&h, 0, up, "user8@" DOMAIN "/x", COMP_NAME); /* outside --accounts */
+	for (int turn = 0; turn < 200 && counter(&h, LG_C_MSG_ERRORS) < 2; turn++)
+		lg_thread_poll(h.t, 1);
+	CHECK(counter(&h, LG_C_MSG_ERRORS) == 2 && counter(&h, LG_C_RECEIVED) == 2);
+
+	/* a ping to the component is answered from its address */
+	say(&h, 0, "<iq type='get' id='p1' from='" DOMAIN "' to='" COMP_NAME "'>"
+		   "<ping xmlns='urn:xmpp:ping'/></iq>");
+	CHECK(expect(&h, 0, "<iq type='result' id='p1' to='" DOMAIN "' from='" COMP_NAME "'/>"));
+
+	set_phase(&h, LG_PHASE_DRAIN);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(close_stream(&h, 0) && close_stream(&h, 1));
+	CHECK(run_until_stopped(&h));
+	CHECK(counter(&h, LG_C_ERRORS) == 0);
+	harness_free(&h);
+
+	/* a refused handshake is an authentication failure */
+	harness_init(&h, SASL_MECH_PLAIN);
+	memcpy(&h.opts.comp_server, &h.opts.server, sizeof h.opts.server);
+	h.opts.comp_server_len = h.opts.server_len;
+	h.opts.comp_tls = LG_TLS_NONE;
+	h.opts.comp_name = COMP_NAME;
+	strcpy(h.opts.comp_name_xml, COMP_NAME);
+	h.opts.comp_secret = "wrong";
+	CHECK(harness_start(&h, "component"));
+	CHECK(accept_client(&h, 0));
+	CHECK(expect(&h, 0, "to='" COMP_NAME "'>"));
+	say(&h, 0, COMP_HEAD);
+	CHECK(expect(&h, 0, "</handshake>"));
+	say(&h, 0, "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+		   "</stream:error></stream:stream>");
+	CHECK(wait_failed(&h, 1) && errors_of(&h, LG_ERR_AUTH) == 1);
+	set_phase(&h, LG_PHASE_STOP);
+	CHECK(run_until_stopped(&h));
+	harness_free(&h);
+}
+
 int main(void)
 {
 	RUN(test_pattern);
@@ -1413,6 +1563,7 @@ int main(void)
 	RUN(test_xml_features);
 	RUN(test_xml_restart);
 	RUN(test_xml_stanzas);
+	RUN(test_xml_component);
 	RUN(test_xml_rejects);
 	RUN(test_engine_plain_idle);
 	RUN(test_engine_scram_login);
@@ -1423,6 +1574,7 @@ int main(void)
 	RUN(test_engine_bad_server_proof);
 	RUN(test_engine_failures);
 	RUN(test_engine_chat_pair);
+	RUN(test_engine_component);
 	RUN(test_engine_connect_no_close_wait);
 	RUN(test_engine_login_warmup);
 	return check_exit();
