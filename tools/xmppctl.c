@@ -150,10 +150,17 @@ static void print_account(const char *jid, void *arg)
 	printf("%s\n", jid);
 }
 
-/* Many accounts at once ("JID PASSWORD" lines), committed in batches:
+/* One line of an import into *CREDS. Returns the JID (inside LINE), or NULL
+ * with *RC = 0 for a line to skip, -EBADMSG for a malformed one, or another
+ * -errno when the keys could not be made. */
+typedef const char *(*import_line_fn)(char *line, struct scram_creds *creds, int *rc);
+
+/* Many accounts at once, one per line of stdin, committed in batches:
  * provisioning and benchmarks add thousands, where one transaction per
- * account would be dominated by fsync. */
-static int user_import(const struct config *cfg, struct accounts *acc)
+ * account would be dominated by fsync. EXPECTED describes a line, for the
+ * error message. */
+static int import_accounts(const struct config *cfg, struct accounts *acc,
+			   import_line_fn parse, const char *expected)
 {
 	enum { BATCH = 512 };
 	static char jids[BATCH][1100];
@@ -167,22 +174,19 @@ static int user_import(const struct config *cfg, struct accounts *acc)
 		if (!eof) {
 			lineno++;
 			line[strcspn(line, "\r\n")] = '\0';
-			char *sp = strchr(line, ' ');
-			if (!line[0])
-				continue;
-			if (!sp || !sp[1]) {
-				fprintf(stderr, "xmppctl: stdin line %zu: expected \"JID PASSWORD\"\n",
-					lineno);
-				rc = -EINVAL;
+			const char *jid = parse(line, &creds[n], &rc);
+			if (!jid) {
+				explicit_bzero(line, sizeof line);
+				if (rc == 0)
+					continue;
+				if (rc == -EBADMSG) {
+					fprintf(stderr, "xmppctl: stdin line %zu: expected %s\n", lineno,
+						expected);
+					rc = -EINVAL;
+				}
 				break;
 			}
-			*sp = '\0';
-			if (account_jid(cfg, line, jids[n], sizeof jids[n]) < 0) {
-				rc = -EINVAL;
-				break;
-			}
-			rc = scram_creds_new(sp + 1, strlen(sp + 1), SCRAM_DEFAULT_ITERATIONS,
-					     &creds[n]);
+			rc = account_jid(cfg, jid, jids[n], sizeof jids[n]) < 0 ? -EINVAL : 0;
 			explicit_bzero(line, sizeof line);
 			if (rc < 0)
 				break;
@@ -205,14 +209,37 @@ static int user_import(const struct config *cfg, struct accounts *acc)
 	return rc;
 }
 
-/* Fields of one "JID SALT ITERATIONS STORED_KEY SERVER_KEY" line into CREDS
- * (SHA-256 keys only, the SHA-1 ones zero); the JID is left NUL-terminated in
- * LINE and returned. NULL when malformed. */
-static const char *scram_line(char *line, struct scram_creds *creds)
+/* "JID PASSWORD": salted keys made here (PBKDF2). */
+static const char *password_line(char *line, struct scram_creds *creds, int *rc)
+{
+	*rc = 0;
+	if (!line[0])
+		return NULL;
+	char *sp = strchr(line, ' ');
+	if (!sp || !sp[1]) {
+		*rc = -EBADMSG;
+		return NULL;
+	}
+	*sp = '\0';
+	*rc = scram_creds_new(sp + 1, strlen(sp + 1), SCRAM_DEFAULT_ITERATIONS, creds);
+	return *rc < 0 ? NULL : line;
+}
+
+/* "JID SALT ITERATIONS STORED_KEY SERVER_KEY": accounts migrated from another
+ * server that stores SCRAM-SHA-256 keys, not passwords (and the bench runner,
+ * which gives every server it compares the same salts and keys): no PBKDF2
+ * here, the keys are stored as they come, SHA-256 only: the SHA-1 keys stay
+ * zero, and as no client key hashes to zero SCRAM-SHA-1 fails like a wrong
+ * password, while PLAIN checks only the SHA-256 keys. */
+static const char *scram_line(char *line, struct scram_creds *creds, int *rc)
 {
 	char *save = NULL, *f[6];
 	int n = 0;
 
+	*rc = 0;
+	if (!line[strspn(line, " \t")])
+		return NULL;
+	*rc = -EBADMSG;
 	for (char *t = strtok_r(line, " \t", &save); t && n < 6; t = strtok_r(NULL, " \t", &save))
 		f[n++] = t;
 	if (n != 5)
@@ -234,60 +261,8 @@ static const char *scram_line(char *line, struct scram_creds *creds)
 		return NULL;
 	memcpy(creds->server_key_sha256, key, 32);
 	explicit_bzero(key, sizeof key);
-	/* the SHA-1 keys stay zero: no client key hashes to zero, so SCRAM-SHA-1
-	 * fails like a wrong password, and PLAIN checks only the SHA-256 keys */
+	*rc = 0;
 	return f[0];
-}
-
-/* Accounts migrated from another server that stores SCRAM-SHA-256 keys, not
- * passwords (and the bench runner, which gives every server it compares the
- * same salts and keys): no PBKDF2 here, the keys are stored as they come. */
-static int user_import_scram(const struct config *cfg, struct accounts *acc)
-{
-	enum { BATCH = 512 };
-	static char jids[BATCH][1100];
-	static struct scram_creds creds[BATCH];
-	const char *keys[BATCH];
-	char line[2200];
-	size_t n = 0, total = 0, lineno = 0;
-	int rc = 0;
-	for (;;) {
-		bool eof = !fgets(line, sizeof line, stdin);
-		if (!eof) {
-			lineno++;
-			line[strcspn(line, "\r\n")] = '\0';
-			if (!line[strspn(line, " \t")])
-				continue;
-			const char *jid = scram_line(line, &creds[n]);
-			if (!jid) {
-				fprintf(stderr, "xmppctl: stdin line %zu: expected \"JID SALT ITERATIONS "
-					"STORED_KEY SERVER_KEY\" (base64, a 16-byte salt, 32-byte "
-					"keys, 4096 to 1000000 iterations)\n", lineno);
-				rc = -EINVAL;
-				break;
-			}
-			if (account_jid(cfg, jid, jids[n], sizeof jids[n]) < 0) {
-				rc = -EINVAL;
-				break;
-			}
-			keys[n] = jids[n];
-			n++;
-		}
-		if (n == BATCH || (eof && n)) {
-			rc = accounts_put_many(acc, n, keys, creds, 0);
-			if (rc < 0)
-				break;
-			total += n;
-			n = 0;
-		}
-		if (eof)
-			break;
-	}
-	explicit_bzero(line, sizeof line);
-	explicit_bzero(creds, sizeof creds);
-	if (rc == 0)
-		printf("imported %zu accounts\n", total);
-	return rc;
 }
 
 static int user_command(const struct config *cfg, int argc, char **argv)
@@ -313,11 +288,13 @@ static int user_command(const struct config *cfg, int argc, char **argv)
 	if (!strcmp(sub, "list")) {
 		rc = accounts_list(acc, print_account, NULL);
 	} else if (!strcmp(sub, "import")) {
-		rc = user_import(cfg, acc);
+		rc = import_accounts(cfg, acc, password_line, "\"JID PASSWORD\"");
 		if (rc == -EINVAL)
 			status = EXIT_FAILED, rc = 0;
 	} else if (!strcmp(sub, "import-scram")) {
-		rc = user_import_scram(cfg, acc);
+		rc = import_accounts(cfg, acc, scram_line,
+				     "\"JID SALT ITERATIONS STORED_KEY SERVER_KEY\" (base64, a "
+				     "16-byte salt, 32-byte keys, 4096 to 1000000 iterations)");
 		if (rc == -EINVAL)
 			status = EXIT_FAILED, rc = 0;
 	} else if (!strcmp(sub, "del")) {
