@@ -27,6 +27,7 @@
 
 #include "common/jid.h"
 #include "common/log.h"
+#include "common/slab.h"
 #include "shm/sessdir.h"
 #include "storage/accounts.h"
 #include "workers/router.h"
@@ -280,11 +281,11 @@ static void handle_broadcast_presence(struct conn *c, const struct xml_stanza *s
 	bool was_available = c->available;
 	c->available = type == TY_NONE;
 	c->priority = (int16_t)prio;
-	free(x->presence);
+	slab_free(x->presence, x->presence_len);
 	x->presence = NULL;
 	x->presence_len = 0;
 	if (c->available) {
-		x->presence = malloc(stamp.len);
+		x->presence = slab_alloc(stamp.len);
 		if (x->presence) {
 			memcpy(x->presence, stamp.data, stamp.len);
 			x->presence_len = stamp.len;
@@ -462,7 +463,7 @@ static void auth_succeeded(struct conn *c, const char *user, const char *mech)
 		return;
 	}
 	log_info("authenticated %s from %s (%s)", bare, c->peer, mech);
-	c->jid = strdup(bare);
+	c->jid = slab_strdup(bare);
 	if (!c->jid) {
 		stream_error(c, "internal-server-error", NULL);
 		return;
@@ -746,13 +747,13 @@ static void handle_bind(struct conn *c, const struct xml_stanza *st)
 		reply_error(c, ST_IQ, NULL, id, "resource-constraint");
 		return;
 	}
-	char *full = strdup(e.jid);
+	char *full = slab_strdup(e.jid);
 	if (!full) {
 		sessdir_del(worker.sessdir, e.jid, e.worker, e.conn_id, e.conn_gen);
 		stream_error(c, "internal-server-error", NULL);
 		return;
 	}
-	free(c->jid);
+	slab_free_str(c->jid);
 	c->jid = full;
 	c->state = C2S_BOUND;
 	if (rc == 1) {
@@ -893,7 +894,7 @@ void c2s_fini(void)
 
 static int c2s_open(struct conn *c)
 {
-	c->proto = calloc(1, sizeof(struct c2s_extra));
+	c->proto = slab_alloc(sizeof(struct c2s_extra));
 	c->xml = xmlstream_new(&callbacks, c, worker.cfg->max_stanza_size, worker.cfg->max_depth);
 	if (!c->proto || !c->xml) {
 		log_error("out of memory for a new connection from %s", c->peer);
@@ -988,12 +989,12 @@ static void c2s_closed(struct conn *c)
 		free(c->sasl);
 		c->sasl = NULL;
 	}
-	free(c->jid);
+	slab_free_str(c->jid);
 	c->jid = NULL;
 	if (x) {
 		free(x->handoff_user);
-		free(x->presence);
-		free(x);
+		slab_free(x->presence, x->presence_len);
+		slab_free(x, sizeof *x);
 		c->proto = NULL;
 	}
 }
@@ -1007,10 +1008,13 @@ static void c2s_tick(struct conn *c)
 	if (c->xml) {
 		bool settled = c->state == C2S_BOUND || c->state == C2S_WAIT_STREAM ||
 			       c->state == C2S_WAIT_AUTH || c->state == C2S_WAIT_BIND;
+		size_t held = xmlstream_memory(c->xml);
 		if (settled && !xmlstream_reset_requested(c->xml) &&
 		    worker.now_ms - c->last_input_ms >= HIBERNATE_AFTER_MS)
 			xmlstream_hibernate(c->xml);
 		xmlstream_trim(c->xml);
+		if (xmlstream_memory(c->xml) < held)
+			worker_released(held - xmlstream_memory(c->xml));
 	}
 	struct c2s_extra *x = extra(c);
 	if (x->handoff_pending && worker.now_ms >= x->handoff_deadline_ms) {

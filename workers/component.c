@@ -538,8 +538,12 @@ static void component_closed(struct conn *c)
 static void component_tick(struct conn *c)
 {
 	struct component *cp = comp(c);
-	if (c->xml)
+	if (c->xml) {
+		size_t held = xmlstream_memory(c->xml);
 		xmlstream_trim(c->xml);
+		if (xmlstream_memory(c->xml) < held)
+			worker_released(held - xmlstream_memory(c->xml));
+	}
 	if (c->state == C2S_SASL && worker.now_ms >= cp->refuse_at_ms) {
 		stream_error(c, "not-authorized", NULL);
 		return;

@@ -61,6 +61,13 @@ int tls_make_self_signed(const char *key_path, const char *cert_path, const char
 /* Server-side connection. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, tls_output_fn out, void *out_arg);
 void tls_conn_free(struct tls_conn *c);
+/* Roughly what one trimmed TLS session holds on the heap (the WOLFSSL
+ * object, its session, cipher state and our buffers): what freeing one
+ * gives back, for the worker's heap accounting (worker_released). */
+#define TLS_CONN_HEAP_ESTIMATE (24u * 1024)
+/* Roughly what a server handshake allocates and frees again by the time
+ * tls_conn_trim() is done (key shares, certificate messages, arrays). */
+#define TLS_HANDSHAKE_HEAP_ESTIMATE (16u * 1024)
 
 enum tls_status {
 	TLS_OK = 0,       /* progress made / done */

@@ -169,6 +169,10 @@ void conn_close(struct conn *c);
 void conn_answer_stream_close(void *conn);
 /* The connection (id, gen) if it is still the same one, else NULL. */
 struct conn *conn_lookup(uint32_t id, uint32_t gen);
+/* BYTES of heap went back to malloc (a hibernated parser, a trimmed
+ * buffer): once enough has, the once-a-second sweep returns the free pages
+ * to the kernel (see worker.c, heap_trim). */
+void worker_released(size_t bytes);
 
 /* Push a message for worker TARGET's inbound ring (kept locally and retried
  * when the ring is full; never dropped). */

@@ -71,6 +71,7 @@
  *     with a NULL name matches any element.
  */
 #include "workers/xmlstream.h"
+#include "common/slab.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -210,6 +211,33 @@ static void mem_free(struct xmlstream *xs, void *p)
 		xs->mem_used -= malloc_usable_size(p);
 		free(p);
 	}
+}
+
+/* The saved header outlives the parser (it is all a hibernating stream
+ * keeps), so it comes from the long-lived pools, not the heap the parser
+ * churns (common/slab.h). */
+static char *header_alloc(struct xmlstream *xs, size_t n)
+{
+	if (slab_size(n) > xs->mem_limit - xs->mem_used) {
+		xs->mem_limit_hit = true;
+		return NULL;
+	}
+	char *p = slab_alloc(n);
+	if (p) {
+		xs->mem_used += slab_size(n);
+		xs->header_len = n;
+	}
+	return p;
+}
+
+static void header_free(struct xmlstream *xs)
+{
+	if (xs->header) {
+		xs->mem_used -= slab_size(xs->header_len);
+		slab_free(xs->header, xs->header_len);
+	}
+	xs->header = NULL;
+	xs->header_len = 0;
 }
 
 /* expat's memory suite has no context argument: the stream whose parser
@@ -607,14 +635,13 @@ static void stream_open(struct xmlstream *xs, const XML_Char *qname, const XML_C
 		return;
 	}
 	raw = stream_bytes(xs, start, end);
-	xs->header = raw ? mem_alloc(xs, (size_t)(end - start)) : NULL;
+	xs->header = raw ? header_alloc(xs, (size_t)(end - start)) : NULL;
 	if (!xs->header || split_name(xs, qname, NULL, &ns, &name) < 0 ||
 	    copy_attrs(xs, atts, &attrs, &count) < 0) {
 		fail_nomem(xs);
 		return;
 	}
 	memcpy(xs->header, raw, (size_t)(end - start));
-	xs->header_len = (size_t)(end - start);
 	xs->depth = 1;
 	if (xs->cb.on_stream_open)
 		rc = xs->cb.on_stream_open(xs->ctx, ns, name, xs->default_ns ? xs->default_ns : "",
@@ -1067,9 +1094,7 @@ static void state_init(struct xmlstream *xs)
 	xs->replay_line = 1;
 	xs->replay_col = 0;
 	buf_release(xs);
-	mem_free(xs, xs->header);
-	xs->header = NULL;
-	xs->header_len = 0;
+	header_free(xs);
 	xs->default_ns = NULL;
 	xs->tree = xs->cur = NULL;
 	memset(&xs->head, 0, sizeof xs->head);
@@ -1102,10 +1127,10 @@ struct xmlstream *xmlstream_new(const struct xmlstream_callbacks *cb, void *ctx,
 		errno = EINVAL;
 		return NULL;
 	}
-	xs = calloc(1, sizeof *xs);
+	xs = slab_alloc(sizeof *xs);
 	if (!xs)
 		return NULL;
-	xs->mem_used = malloc_usable_size(xs);
+	xs->mem_used = slab_size(sizeof *xs);
 	xs->mem_limit = XS_MEM_LIMIT(max_stanza_size);
 	xs->cb = *cb;
 	xs->ctx = ctx;
@@ -1114,7 +1139,7 @@ struct xmlstream *xmlstream_new(const struct xmlstream_callbacks *cb, void *ctx,
 	state_init(xs);
 	xs->parser = parser_create(xs);
 	if (!xs->parser) {
-		free(xs);
+		slab_free(xs, sizeof *xs);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -1130,9 +1155,9 @@ void xmlstream_free(struct xmlstream *xs)
 		parser_free(xs, xs->parser);
 	arena_reset(xs, true);
 	mem_free(xs, xs->buf);
-	mem_free(xs, xs->header);
+	header_free(xs);
 	mem_free(xs, xs->err_text);
-	free(xs);
+	slab_free(xs, sizeof *xs);
 }
 
 void xmlstream_request_reset(struct xmlstream *xs)
