@@ -18,6 +18,9 @@ modules_disabled = { "offline", "s2s", "s2s_auth_certs" }
 c2s_ports = { @PORT@ }
 c2s_interfaces = { "@ADDR@" }
 s2s_ports = { }
+-- the component scenario: one XEP-0114 component, plaintext (as for every server)
+component_ports = { @COMPONENT_PORT@ }
+component_interfaces = { "@ADDR@" }
 c2s_require_encryption = false
 c2s_stanza_size_limit = 262144
 
@@ -29,3 +32,6 @@ storage = "internal"
 ssl = { certificate = "@CERT@", key = "@KEY@" }
 
 VirtualHost "@DOMAIN@"
+
+Component "@COMPONENT@"
+    component_secret = "@COMPONENT_SECRET@"
