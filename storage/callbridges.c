@@ -17,7 +17,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
-#include <sys/random.h>
+#include "common/randstr.h"
 
 #include "storage/store-internal.h"
 
@@ -69,42 +69,7 @@ int callbridge_secret_valid(const char *secret)
 
 int callbridge_secret_generate(char out[CALLBRIDGE_SECRET_MAX])
 {
-	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				       "abcdefghijklmnopqrstuvwxyz"
-				       "0123456789";
-	/* A byte below 248 (4 * 62) maps uniformly onto the alphabet by
-	 * modulo; larger ones would favour its first 8 symbols, so they are
-	 * drawn again (rejection sampling). */
-	enum { SYMBOLS = sizeof alphabet - 1, LIMIT = 256 - 256 % SYMBOLS };
-	unsigned char rnd[2 * CALLBRIDGE_SECRET_GEN];
-	size_t have = 0, used = 0, n = 0;
-	int rc = 0;
-
-	while (n < CALLBRIDGE_SECRET_GEN) {
-		if (used == have) {
-			/* blocks only until the kernel's pool is first seeded */
-			ssize_t got = getrandom(rnd, sizeof rnd, 0);
-
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				rc = got < 0 ? -errno : -EIO;
-				break;
-			}
-			have = (size_t)got;
-			used = 0;
-		}
-		if (rnd[used] < LIMIT)
-			out[n++] = alphabet[rnd[used] % SYMBOLS];
-		used++;
-	}
-	explicit_bzero(rnd, sizeof rnd);
-	if (rc < 0) {
-		explicit_bzero(out, CALLBRIDGE_SECRET_MAX);
-		return rc;
-	}
-	out[n] = '\0';
-	return 0;
+	return randstr(out, CALLBRIDGE_SECRET_GEN, RANDSTR_ALNUM);
 }
 
 /* NAME as a key. It must already be normalised, so that "CB1" and "cb1"

@@ -21,6 +21,7 @@
 
 #include "common/config.h"
 #include "common/jid.h"
+#include "common/randstr.h"
 #include "storage/accounts.h"
 #include "storage/callbridges.h"
 #include "supervisor/control.h"
@@ -97,16 +98,11 @@ static int account_jid(const struct config *cfg, const char *arg, char *bare, si
 	return 0;
 }
 
+/* LEN - 1 symbols and a NUL. */
 static void generate_password(char *out, size_t len)
 {
-	static const char alphabet[] =
-		"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-	unsigned char rnd[64];
-	if (getrandom(rnd, len, 0) != (ssize_t)len)
+	if (randstr(out, len - 1, RANDSTR_UNAMBIGUOUS) < 0)
 		abort(); /* no entropy: never hand out a guessable password */
-	for (size_t i = 0; i + 1 < len; i++)
-		out[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
-	out[len - 1] = '\0';
 }
 
 /* Password from the first line of stdin when it is not a terminal; if that

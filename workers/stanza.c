@@ -6,7 +6,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <stdio.h>
+
+#include "common/randstr.h"
 
 #include "workers/stanza.h"
 #include "workers/xmlstream.h"
@@ -115,14 +117,11 @@ int stanza_set_from(struct buf *out, const char *raw, size_t raw_len, size_t sta
 
 void stanza_random_id(char *out, size_t len)
 {
-	static const char alphabet[] =
-		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-	unsigned char rnd[64];
-	if (len > sizeof rnd)
-		len = sizeof rnd;
-	if (getrandom(rnd, len, 0) != (ssize_t)len)
-		memset(rnd, 0x5a, len);
-	for (size_t i = 0; i + 1 < len; i++)
-		out[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
-	out[len - 1] = '\0';
+	if (len == 0)
+		return;
+	if (randstr(out, len - 1, RANDSTR_ALNUM) < 0) {
+		/* ids need to be unique, not secret: never fail a stream for them */
+		static unsigned long long counter;
+		snprintf(out, len, "id%llx", ++counter);
+	}
 }
