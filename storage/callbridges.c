@@ -109,7 +109,7 @@ int callbridges_get(struct accounts *store, const char *name, char secret[CALLBR
 	return rc;
 }
 
-int callbridges_put(struct accounts *store, const char *name, const char *secret)
+static int put(struct accounts *store, const char *name, const char *secret, unsigned flags)
 {
 	MDB_txn *txn;
 	MDB_val key, val;
@@ -122,12 +122,24 @@ int callbridges_put(struct accounts *store, const char *name, const char *secret
 	if ((rc = store_write_begin(store, &txn)) < 0)
 		return rc;
 	val = (MDB_val){ .mv_size = strlen(secret), .mv_data = (void *)secret };
-	rc = mdb_put(txn, store_dbi(store, STORE_DB_CALLBRIDGES), &key, &val, 0);
+	rc = mdb_put(txn, store_dbi(store, STORE_DB_CALLBRIDGES), &key, &val, flags);
 	if (rc == 0)
 		rc = mdb_txn_commit(txn); /* synchronous: durable on return */
 	else
 		mdb_txn_abort(txn);
-	return store_errno(rc);
+	return rc == MDB_KEYEXIST ? -EEXIST : store_errno(rc);
+}
+
+int callbridges_put(struct accounts *store, const char *name, const char *secret)
+{
+	return put(store, name, secret, 0);
+}
+
+int callbridges_add(struct accounts *store, const char *name, const char *secret)
+{
+	/* one write transaction: two operators adding the same name at once
+	 * cannot both succeed and hand out different secrets */
+	return put(store, name, secret, MDB_NOOVERWRITE);
 }
 
 int callbridges_del(struct accounts *store, const char *name)

@@ -42,6 +42,8 @@ int callbridge_secret_generate(char out[CALLBRIDGE_SECRET_MAX]);
 int callbridges_get(struct accounts *store, const char *name, char secret[CALLBRIDGE_SECRET_MAX]);
 /* Insert or replace. 0 or -errno (-EINVAL for a bad name or secret). */
 int callbridges_put(struct accounts *store, const char *name, const char *secret);
+/* Insert only: -EEXIST if NAME is there already, else as callbridges_put. */
+int callbridges_add(struct accounts *store, const char *name, const char *secret);
 /* 0 or -ENOENT. */
 int callbridges_del(struct accounts *store, const char *name);
 /* FN for each bridge in name order, inside one read transaction (FN must

@@ -464,11 +464,8 @@ static int callbridge_command(const struct config *cfg, int argc, char **argv)
 		if (rc == 0)
 			printf("deleted call bridge %s\n", name);
 	} else if (!strcmp(sub, "add")) {
-		rc = callbridges_get(store, name, secret);
-		if (rc == 0 || rc == -EBADMSG)
-			rc = -EEXIST;
-		else if (rc == -ENOENT && (rc = callbridge_secret_generate(secret)) == 0 &&
-			 (rc = callbridges_put(store, name, secret)) == 0)
+		if ((rc = callbridge_secret_generate(secret)) == 0 &&
+		    (rc = callbridges_add(store, name, secret)) == 0)
 			printf("added call bridge %s\nsecret: %s\n", name, secret);
 	} else { /* add-secret */
 		rc = read_secret(name, secret, sizeof secret);

@@ -211,6 +211,16 @@ static void test_round_trip(void)
 	seen.n = 0;
 	CHECK(callbridges_list(a, collect, &seen) == 3);
 
+	/* add is insert-only: an existing name keeps its secret */
+	CHECK(callbridges_add(a, "cb1", "secret-one-c") == -EEXIST);
+	CHECK(callbridges_get(a, "cb1", secret) == 0);
+	CHECK_STR(secret, "secret-one-b");
+	CHECK(callbridges_add(a, "cb3", "secret-three") == 0);
+	CHECK(callbridges_get(a, "cb3", secret) == 0);
+	CHECK_STR(secret, "secret-three");
+	CHECK(callbridges_add(a, "CB3", "secret-three") == -EINVAL);
+	CHECK(callbridges_del(a, "cb3") == 0);
+
 	CHECK(callbridges_del(a, "cb1") == 0);
 	CHECK(callbridges_get(a, "cb1", secret) == -ENOENT);
 	CHECK(callbridges_del(a, "cb1") == -ENOENT);
