@@ -72,6 +72,11 @@ struct c2s_extra {
 	uint32_t handoff_seq;
 	int64_t handoff_deadline_ms;
 	char *handoff_user;
+	/* the bridge's stream the attempt went to: if it ends before
+	 * answering, the attempt fails then, not at the deadline */
+	char *handoff_bridge;
+	uint16_t handoff_bridge_worker;
+	uint32_t handoff_bridge_id, handoff_bridge_gen;
 };
 
 static struct buf stamp;       /* the stanza being routed, 'from' stamped */
@@ -566,8 +571,17 @@ static void handoff_start(struct conn *c, const uint8_t *in, size_t len)
 		return;
 	}
 	x->handoff_seq++;
-	rc = component_auth_request(c, x->handoff_seq, id.username, password);
+	struct sessdir_entry bridge;
+	rc = component_auth_request(c, x->handoff_seq, id.username, password, &bridge);
 	explicit_bzero(password, sizeof password);
+	if (rc == 0) {
+		slab_free_str(x->handoff_bridge);
+		if (!(x->handoff_bridge = slab_strdup(bridge.jid)))
+			rc = -ENOMEM;
+		x->handoff_bridge_worker = bridge.worker;
+		x->handoff_bridge_id = bridge.conn_id;
+		x->handoff_bridge_gen = bridge.conn_gen;
+	}
 	if (rc < 0) {
 		if (rc == -ENOENT)
 			log_warn("no authentication service: no call bridge is connected to "
@@ -993,10 +1007,21 @@ static void c2s_closed(struct conn *c)
 	c->jid = NULL;
 	if (x) {
 		free(x->handoff_user);
+		slab_free_str(x->handoff_bridge);
 		slab_free(x->presence, x->presence_len);
 		slab_free(x, sizeof *x);
 		c->proto = NULL;
 	}
+}
+
+/* The bridge stream a pending hand-off went to has ended (its address is
+ * gone from the session directory, or now names another stream). */
+static bool handoff_bridge_gone(const struct c2s_extra *x)
+{
+	struct sessdir_entry e;
+	return !x->handoff_bridge || route_lookup(x->handoff_bridge, &e) < 0 ||
+	       e.worker != x->handoff_bridge_worker || e.conn_id != x->handoff_bridge_id ||
+	       e.conn_gen != x->handoff_bridge_gen;
 }
 
 static void c2s_tick(struct conn *c)
@@ -1017,7 +1042,11 @@ static void c2s_tick(struct conn *c)
 			worker_released(held - xmlstream_memory(c->xml));
 	}
 	struct c2s_extra *x = extra(c);
-	if (x->handoff_pending && worker.now_ms >= x->handoff_deadline_ms) {
+	if (x->handoff_pending && handoff_bridge_gone(x)) {
+		log_warn("call bridge %s went away before answering for %s from %s",
+			 x->handoff_bridge, x->handoff_user, c->peer);
+		c2s_auth_answer(c, x->handoff_seq, false, "temporary-auth-failure");
+	} else if (x->handoff_pending && worker.now_ms >= x->handoff_deadline_ms) {
 		log_warn("authentication service did not answer within %u ms for %s from %s",
 			 worker.cfg->auth_timeout_ms, x->handoff_user, c->peer);
 		c2s_auth_answer(c, x->handoff_seq, false, "temporary-auth-failure");

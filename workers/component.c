@@ -456,7 +456,8 @@ static void consider_bridge(const char *name, const char *secret, void *arg)
 	}
 }
 
-int component_auth_request(struct conn *c, uint32_t seq, const char *user, const char *password)
+int component_auth_request(struct conn *c, uint32_t seq, const char *user, const char *password,
+			   struct sessdir_entry *bridge)
 {
 	struct bridge_pick pick = { .found = false };
 	int rc = callbridges_list(worker.accounts, consider_bridge, &pick);
@@ -485,6 +486,7 @@ int component_auth_request(struct conn *c, uint32_t seq, const char *user, const
 				    .from = worker.cfg->domain, .to = pick.best.jid,
 				    .bytes = iq.data, .len = iq.len, .hops = ROUTE_MAX_HOPS };
 		route_to_entry(&pick.best, &r);
+		*bridge = pick.best;
 	}
 	if (iq.data)
 		explicit_bzero(iq.data, iq.cap);

@@ -193,9 +193,11 @@ void c2s_fini(void);
 
 /* A client logging in with auth: callbridge: ask a connected call bridge
  * about USER / PASSWORD for client connection C, attempt SEQ. 0 when asked
- * (the answer comes through c2s_auth_answer), -ENOENT when no call bridge is
+ * (the answer comes through c2s_auth_answer; BRIDGE is then the directory
+ * entry of the bridge stream asked), -ENOENT when no call bridge is
  * connected, -errno otherwise. */
-int component_auth_request(struct conn *c, uint32_t seq, const char *user, const char *password);
+int component_auth_request(struct conn *c, uint32_t seq, const char *user, const char *password,
+			   struct sessdir_entry *bridge);
 void component_fini(void);
 
 #endif

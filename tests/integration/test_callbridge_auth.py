@@ -74,3 +74,19 @@ async def test_bridge_that_does_not_answer(make_node):
     assert [u for u, _ in bridge.handoff_requests] == ["alice"]
     await node.await_log(r"authentication service did not answer within 500 ms for alice")
     await bridge.close()
+
+
+async def test_bridge_that_goes_away_before_answering(make_node):
+    # the attempt fails when the bridge's stream ends, not at the (here one
+    # minute) deadline: login() would give up long before that
+    node = handoff_node(make_node, callbridges={"auth_timeout_ms": 60000})
+    secret = await node.aadd_callbridge("cb1")
+    bridge = await ComponentClient(node, "cb1", secret, handoff="vanish").connect()
+    try:
+        await login(node, "alice@localhost/desk", "pw", mech="PLAIN")
+        raise AssertionError("logged in although the bridge went away")
+    except LoginFailed as e:
+        assert e.condition == "temporary-auth-failure", e
+    assert [u for u, _ in bridge.handoff_requests] == ["alice"]
+    await node.await_log(r"call bridge cb1\.localhost went away before answering for alice")
+    assert "did not answer within" not in node.log_text()

@@ -1023,7 +1023,9 @@ class ComponentClient:
     """A call bridge as slixmpp's ComponentXMPP (XEP-0114) on NODE's component
     listener: TLS from the first byte unless TLS=False. Messages and iqs it
     receives land in .messages / .iqs; HANDOFF, when given, answers the login
-    hand-off (docs/callbridge.md): a dict username -> password it accepts."""
+    hand-off (docs/callbridge.md): a dict username -> password it accepts;
+    None never answers, "vanish" drops the connection on the request (a
+    bridge that crashes while deciding)."""
 
     NS_HANDOFF = "urn:xmppd:callbridge-auth:1"
 
@@ -1078,6 +1080,9 @@ class ComponentClient:
         self.handoff_requests.append((user, auth.findtext("{%s}address" % self.NS_HANDOFF)))
         if self.handoff is None:
             return   # never answers: the server's timeout decides
+        if self.handoff == "vanish":
+            self.xmpp.abort()   # the TCP connection ends, no stream close
+            return
         if self.handoff.get(user) == password:
             iq.reply().send()
         else:
