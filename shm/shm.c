@@ -66,6 +66,8 @@ struct shm_segment *shm_create(uint32_t worker_count, uint32_t max_sessions,
 	seg->header.ring_size = ring_stride;
 	atomic_store_explicit(&seg->control.accepting, 1, memory_order_relaxed);
 	seg->control.start_time = (int64_t)time(NULL);
+	if ((err = -shm_mutex_init(&seg->fails.lock)) != 0)
+		goto fail;
 
 	if (!sessdir_init((char *)seg + sessdir_off, max_sessions)) {
 		err = errno;

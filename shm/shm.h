@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC 0x584d505053484d31ull /* "XMPPSHM1" */
-#define SHM_LAYOUT_VERSION 1
+#define SHM_LAYOUT_VERSION 2
 #define SHM_MAX_WORKERS 64
 #define SHM_MAX_PEERS 16
 #define SHM_CACHELINE 64
@@ -126,10 +126,29 @@ struct shm_worker {
 	uint8_t reserved[32];
 };
 
+/* Failed component handshakes per source address, shared by the workers:
+ * SO_REUSEPORT spreads one address's connections over them, so a table per
+ * worker would let a guesser go worker-count times faster. Written under
+ * LOCK by workers/component.c (fail_delay_ms), which owns the policy. */
+#define SHM_FAIL_SLOTS 64
+#define SHM_FAIL_IP_MAX 64
+
+struct shm_fail_record {
+	char ip[SHM_FAIL_IP_MAX];
+	uint32_t count;
+	int64_t last_ms;
+};
+
+struct shm_fails {
+	_Alignas(SHM_CACHELINE) pthread_mutex_t lock;
+	struct shm_fail_record slots[SHM_FAIL_SLOTS];
+};
+
 struct shm_segment {
 	struct shm_header header;
 	struct shm_control control;
 	struct shm_cluster cluster;
+	struct shm_fails fails;
 	struct shm_worker workers[SHM_MAX_WORKERS];
 	/* sessdir and rings follow at header.sessdir_off / rings_off */
 };

@@ -15,9 +15,9 @@
  *
  * Failed handshakes are answered later and later per source address
  * (FAIL_*): a bridge with a wrong secret retries in seconds anyway, while
- * guessing a secret from one address becomes slow. The table is per worker;
- * SO_REUSEPORT spreads one address's connections over the workers, which
- * multiplies the rate by the worker count at most.
+ * guessing a secret from one address becomes slow. The table is in shared
+ * memory (shm_fails), one for all workers: SO_REUSEPORT spreads one
+ * address's connections over them.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -48,7 +48,6 @@
 /* Failed handshakes per source address: the first FAIL_FREE within
  * FAIL_WINDOW_MS are answered at once, each later one waits twice as long
  * as the one before, up to FAIL_MAX_DELAY_MS. */
-#define FAIL_SLOTS 64
 #define FAIL_FREE 3
 #define FAIL_WINDOW_MS 60000
 #define FAIL_MAX_DELAY_MS 16000
@@ -60,13 +59,6 @@ struct component {
 	int64_t refuse_at_ms;       /* a failed handshake answered at this time */
 };
 
-struct fail_record {
-	char ip[SESSDIR_ADDR_MAX];
-	uint32_t count;
-	int64_t last_ms;
-};
-
-static struct fail_record fails[FAIL_SLOTS];
 static struct buf out;   /* what this file composes */
 static struct buf stamp; /* a stanza with 'from' set */
 
@@ -90,14 +82,22 @@ static int64_t fail_delay_ms(const struct conn *c, uint32_t *count)
 {
 	char ip[SESSDIR_ADDR_MAX];
 	peer_ip(c, ip);
-	struct fail_record *slot = NULL, *oldest = &fails[0];
-	for (int i = 0; i < FAIL_SLOTS; i++) {
-		if (!strcmp(fails[i].ip, ip)) {
-			slot = &fails[i];
+	struct shm_fails *t = &worker.shm->fails;
+	int locked = shm_mutex_lock(&t->lock);
+	if (locked < 0) { /* not expected: refuse as slowly as we ever do */
+		*count = 0;
+		return FAIL_MAX_DELAY_MS;
+	}
+	if (locked == 1) /* its holder died mid-update: start afresh */
+		memset(t->slots, 0, sizeof t->slots);
+	struct shm_fail_record *slot = NULL, *oldest = &t->slots[0];
+	for (int i = 0; i < SHM_FAIL_SLOTS; i++) {
+		if (!strncmp(t->slots[i].ip, ip, sizeof t->slots[i].ip)) {
+			slot = &t->slots[i];
 			break;
 		}
-		if (fails[i].last_ms < oldest->last_ms)
-			oldest = &fails[i];
+		if (t->slots[i].last_ms < oldest->last_ms)
+			oldest = &t->slots[i];
 	}
 	if (!slot || worker.now_ms - slot->last_ms > FAIL_WINDOW_MS) {
 		slot = slot ? slot : oldest;
@@ -107,9 +107,10 @@ static int64_t fail_delay_ms(const struct conn *c, uint32_t *count)
 	slot->count++;
 	slot->last_ms = worker.now_ms;
 	*count = slot->count;
-	if (slot->count <= FAIL_FREE)
+	shm_mutex_unlock(&t->lock);
+	if (*count <= FAIL_FREE)
 		return 0;
-	uint32_t doublings = slot->count - FAIL_FREE - 1;
+	uint32_t doublings = *count - FAIL_FREE - 1;
 	int64_t delay = 1000 << (doublings > 4 ? 4 : doublings);
 	return delay > FAIL_MAX_DELAY_MS ? FAIL_MAX_DELAY_MS : delay;
 }
@@ -203,9 +204,11 @@ static int handshake_digest(const char *stream_id, const char *secret, char hex[
 static void handshake_failed(struct conn *c)
 {
 	struct component *cp = comp(c);
-	log_warn("authentication failure for call bridge %s from %s", cp->name, c->peer);
 	uint32_t failures;
 	int64_t delay = fail_delay_ms(c, &failures);
+	log_warn("authentication failure for call bridge %s from %s (%u from this address "
+		 "within a minute; worker %d)",
+		 cp->name, c->peer, failures, worker.index);
 	if (delay == 0) {
 		stream_error(c, "not-authorized", NULL);
 		return;

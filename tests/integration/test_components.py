@@ -2,6 +2,7 @@
 the handshake with per-bridge secrets, messages both ways, refusals, a
 reconnect replacing a stale stream, and what a component may not send."""
 
+import re
 import ssl
 
 from xmpptest import (ComponentClient, RawStream, XmppClient, eventually, login, within)
@@ -84,6 +85,29 @@ async def test_repeated_failures_are_slowed_down(make_node):
     assert "not-authorized" in errors
     await node.await_log(r"answering call bridge cb1 from 127\.0\.0\.\d+:\d+ in 1000 ms "
                          r"\(4 failures from this address\)", since=mark)
+
+
+async def test_failures_are_counted_across_workers(make_node):
+    # SO_REUSEPORT spreads one address's handshakes over the workers: the
+    # count is one for the node, so a guesser gains nothing from many
+    # workers. Retry until both workers have refused at least once (the
+    # kernel's hash decides; each attempt after the third waits longer).
+    node = component_node(make_node, workers=2)
+    await node.aadd_callbridge("cb1")
+    seen = []   # (count, worker) in log order
+    pattern = re.compile(r"authentication failure for call bridge cb1 from \S+ "
+                         r"\((\d+) from this address within a minute; worker (\d+)\)")
+    for attempt in range(7):
+        errors = await ComponentClient(node, "cb1", "not-the-secret-0000").refused(timeout=40)
+        assert "not-authorized" in errors
+        await node.await_log(r"\(%d from this address within a minute; worker \d+\)"
+                             % (attempt + 1))
+        seen = [(int(n), int(w)) for n, w in pattern.findall(node.log_text())]
+        if len({w for _, w in seen}) == 2:
+            break
+    counts = [n for n, _ in seen]
+    assert counts == list(range(1, len(counts) + 1)), seen
+    assert len({w for _, w in seen}) == 2, "every attempt went to one worker: %r" % seen
 
 
 async def test_reconnect_replaces_a_stale_stream(make_node):
