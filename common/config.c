@@ -1165,3 +1165,14 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 	free(buf);
 	return rc;
 }
+
+void config_tls_paths(const struct config *cfg, char *key, char *cert, size_t cap)
+{
+	if (cfg->tls_key[0]) {
+		snprintf(key, cap, "%s", cfg->tls_key);
+		snprintf(cert, cap, "%s", cfg->tls_cert);
+	} else {
+		snprintf(key, cap, "%s/tls/key.pem", cfg->data_dir);
+		snprintf(cert, cap, "%s/tls/cert.pem", cfg->data_dir);
+	}
+}

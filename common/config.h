@@ -131,6 +131,9 @@ int config_callbridge_address(const struct config *cfg, const char *name, char *
  * into OUT (64 bytes). Returns 0, or -ENOENT when ADDRESS names no bridge
  * (it is neither mapped nor NAME.DOMAIN with a one-label NAME). */
 int config_callbridge_name(const struct config *cfg, const char *address, char out[64]);
+/* TLS files in effect for CFG: the configured ones, or the self-signed
+ * pair in the data directory (see tls_key above). */
+void config_tls_paths(const struct config *cfg, char *key, char *cert, size_t cap);
 
 const char *config_auth_mode_name(enum auth_mode m);
 const char *config_listener_type_name(enum listener_type t);

@@ -83,17 +83,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void supervisor_tls_paths(const struct config *c, char *key, char *cert, size_t cap)
-{
-	if (c->tls_key[0]) {
-		snprintf(key, cap, "%s", c->tls_key);
-		snprintf(cert, cap, "%s", c->tls_cert);
-	} else {
-		snprintf(key, cap, "%s/tls/key.pem", c->data_dir);
-		snprintf(cert, cap, "%s/tls/cert.pem", c->data_dir);
-	}
-}
-
 /* ---- start-up -------------------------------------------------------------- */
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -116,7 +105,7 @@ static int mkdir_p(const char *path, mode_t mode)
 /* Make the self-signed pair of the built-in default on first start. */
 static int ensure_tls_files(void)
 {
-	supervisor_tls_paths(cfg, tls_key_path, tls_cert_path, sizeof tls_key_path);
+	config_tls_paths(cfg, tls_key_path, tls_cert_path, sizeof tls_key_path);
 	if (cfg->tls_key[0])
 		return 0;
 	if (access(tls_key_path, F_OK) == 0 && access(tls_cert_path, F_OK) == 0)
@@ -524,7 +513,7 @@ static int reload_begin(char *err, size_t errlen)
 		return -1;
 	}
 	char key[CONFIG_PATH_MAX], cert[CONFIG_PATH_MAX];
-	supervisor_tls_paths(fresh, key, cert, sizeof key);
+	config_tls_paths(fresh, key, cert, sizeof key);
 	struct tls_ctx *ctx = tls_ctx_load(key, cert, fresh->tls_bundle, err, errlen);
 	if (!ctx) {
 		free(fresh);

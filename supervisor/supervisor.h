@@ -29,8 +29,4 @@
  * Returns the process exit status. */
 int supervisor_run(struct config *cfg);
 
-/* TLS files in effect for CFG: the configured ones, or the self-signed
- * pair in the data directory. */
-void supervisor_tls_paths(const struct config *cfg, char *key, char *cert, size_t cap);
-
 #endif

@@ -1111,15 +1111,8 @@ static void check_certificate(struct diag *d)
 	struct certs chain = { NULL, 0 };
 	int rc;
 
-	/* Empty key and certificate: the self-signed pair xmppd makes in the
-	 * data directory (config.h). */
-	if (cfg->tls_cert[0]) {
-		snprintf(key, sizeof key, "%s", cfg->tls_key);
-		snprintf(cert, sizeof cert, "%s", cfg->tls_cert);
-	} else {
-		snprintf(key, sizeof key, "%s/tls/key.pem", cfg->data_dir);
-		snprintf(cert, sizeof cert, "%s/tls/cert.pem", cfg->data_dir);
-	}
+	/* the files the node uses: configured, or its self-signed pair */
+	config_tls_paths(cfg, key, cert, sizeof key);
 	section("certificate: %s", cert);
 	rc = tls_global_init();
 	if (rc == 0)

@@ -62,16 +62,23 @@ async def test_no_bridge_connected(make_node):
     await node.await_log(r"no authentication service")
 
 
-async def test_bridge_that_does_not_answer(make_node):
-    node = handoff_node(make_node, callbridges={"auth_timeout_ms": 500})
+async def asked_but_failed(make_node, timeout_ms, handoff):
+    """A node whose bridge (HANDOFF: see ComponentClient) is asked about
+    alice's login, which then fails with temporary-auth-failure."""
+    node = handoff_node(make_node, callbridges={"auth_timeout_ms": timeout_ms})
     secret = await node.aadd_callbridge("cb1")
-    bridge = await ComponentClient(node, "cb1", secret, handoff=None).connect()
+    bridge = await ComponentClient(node, "cb1", secret, handoff=handoff).connect()
     try:
         await login(node, "alice@localhost/desk", "pw", mech="PLAIN")
-        raise AssertionError("logged in although the bridge never answered")
+        raise AssertionError("logged in although the bridge never said yes")
     except LoginFailed as e:
         assert e.condition == "temporary-auth-failure", e
     assert [u for u, _ in bridge.handoff_requests] == ["alice"]
+    return node, bridge
+
+
+async def test_bridge_that_does_not_answer(make_node):
+    node, bridge = await asked_but_failed(make_node, 500, None)
     await node.await_log(r"authentication service did not answer within 500 ms for alice")
     await bridge.close()
 
@@ -79,14 +86,6 @@ async def test_bridge_that_does_not_answer(make_node):
 async def test_bridge_that_goes_away_before_answering(make_node):
     # the attempt fails when the bridge's stream ends, not at the (here one
     # minute) deadline: login() would give up long before that
-    node = handoff_node(make_node, callbridges={"auth_timeout_ms": 60000})
-    secret = await node.aadd_callbridge("cb1")
-    bridge = await ComponentClient(node, "cb1", secret, handoff="vanish").connect()
-    try:
-        await login(node, "alice@localhost/desk", "pw", mech="PLAIN")
-        raise AssertionError("logged in although the bridge went away")
-    except LoginFailed as e:
-        assert e.condition == "temporary-auth-failure", e
-    assert [u for u, _ in bridge.handoff_requests] == ["alice"]
+    node, _ = await asked_but_failed(make_node, 60000, "vanish")
     await node.await_log(r"call bridge cb1\.localhost went away before answering for alice")
     assert "did not answer within" not in node.log_text()
