@@ -365,29 +365,41 @@ out:
 /* RFC 5802 section 3: SaltedPassword = Hi(password, salt, i),
  * ClientKey = HMAC(SaltedPassword, "Client Key"), StoredKey = H(ClientKey),
  * ServerKey = HMAC(SaltedPassword, "Server Key"). CLIENT_KEY may be NULL. */
+static int salted_keys(const struct scram_hash *h, const uint8_t *salted, uint8_t *client_key,
+		       uint8_t *stored_key, uint8_t *server_key)
+{
+	uint8_t ckey[SCRAM_HASH_MAX];
+	int rc;
+
+	if ((rc = hmac_str(h, salted, "Client Key", ckey)) == 0 &&
+	    (!stored_key || (rc = digest(h, ckey, h->len, stored_key)) == 0) &&
+	    (rc = hmac_str(h, salted, "Server Key", server_key)) == 0 && client_key)
+		memcpy(client_key, ckey, h->len);
+	explicit_bzero(ckey, sizeof ckey);
+	return rc;
+}
+
+int scram_keys_from_salted(enum sasl_mech mech, const uint8_t *salted, uint8_t *client_key,
+			   uint8_t *server_key)
+{
+	const struct scram_hash *h = mech_hash(mech);
+	return h ? salted_keys(h, salted, client_key, NULL, server_key) : -EINVAL;
+}
+
 static int scram_keys(const struct scram_hash *h, const char *password, size_t password_len,
 		      const uint8_t *salt, size_t salt_len, uint32_t iterations,
 		      uint8_t *client_key, uint8_t *stored_key, uint8_t *server_key)
 {
-	uint8_t salted[SCRAM_HASH_MAX], ckey[SCRAM_HASH_MAX];
+	uint8_t salted[SCRAM_HASH_MAX];
 	int rc = -EINVAL;
 
 	if (!password || password_len == 0 || password_len > INT_MAX || !salt || salt_len == 0 ||
 	    salt_len > INT_MAX || iterations == 0 || iterations > INT_MAX)
-		goto out;
+		return rc;
 	if ((rc = pbkdf2(h, (const uint8_t *)password, password_len, salt, salt_len, iterations,
-			 salted)) < 0)
-		goto out;
-	if ((rc = hmac_str(h, salted, "Client Key", ckey)) < 0 ||
-	    (rc = digest(h, ckey, h->len, stored_key)) < 0 ||
-	    (rc = hmac_str(h, salted, "Server Key", server_key)) < 0)
-		goto out;
-	if (client_key)
-		memcpy(client_key, ckey, h->len);
-	rc = 0;
-out:
+			 salted)) == 0)
+		rc = salted_keys(h, salted, client_key, stored_key, server_key);
 	explicit_bzero(salted, sizeof salted);
-	explicit_bzero(ckey, sizeof ckey);
 	return rc;
 }
 

@@ -193,6 +193,11 @@ struct scram_client_keys {
  * as it was). KEYS NULL: exactly scram_client_final(). Same return values. */
 int scram_client_final_cached(struct scram_client *c, struct scram_client_keys *keys,
 			      const char *server_first, size_t len, char *out, size_t cap);
+/* RFC 5802 section 3: ClientKey = HMAC(SaltedPassword, "Client Key") and
+ * ServerKey = HMAC(SaltedPassword, "Server Key") with MECH's hash; SALTED
+ * and the outputs are that hash's length. 0, or -EINVAL / -EIO. */
+int scram_keys_from_salted(enum sasl_mech mech, const uint8_t *salted, uint8_t *client_key,
+			   uint8_t *server_key);
 
 /* Base64 (RFC 4648, with padding; decoding refuses whitespace, junk and
  * non-canonical trailing bits). Return length written or -EINVAL / -ENOSPC.

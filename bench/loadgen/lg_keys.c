@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/hmac.h>
 
 #include "bench/loadgen/lg.h"
 
@@ -51,21 +49,6 @@ static int hex_nibble(char ch)
 	if (ch >= 'A' && ch <= 'F')
 		return ch - 'A' + 10;
 	return -1;
-}
-
-static int hmac_sha256(const uint8_t *key, size_t key_len, const char *msg, uint8_t out[32])
-{
-	Hmac h;
-	int rc = -EIO;
-
-	if (wc_HmacInit(&h, NULL, INVALID_DEVID) != 0)
-		return -EIO;
-	if (wc_HmacSetKey(&h, WC_SHA256, key, (word32)key_len) == 0 &&
-	    wc_HmacUpdate(&h, (const byte *)msg, (word32)strlen(msg)) == 0 &&
-	    wc_HmacFinal(&h, out) == 0)
-		rc = 0;
-	wc_HmacFree(&h);
-	return rc;
 }
 
 /* Split the next space-separated field off *S (NUL-terminating it). */
@@ -121,8 +104,8 @@ int lg_keys_parse_line(char *line, const struct lg_pattern *user, uint32_t *acco
 		goto out;
 	out->salt_len = (size_t)salt_len;
 	out->iterations = (uint32_t)it;
-	if ((rc = hmac_sha256(salted, sizeof salted, "Client Key", out->client_key)) < 0 ||
-	    (rc = hmac_sha256(salted, sizeof salted, "Server Key", out->server_key)) < 0)
+	if ((rc = scram_keys_from_salted(SASL_MECH_SCRAM_SHA256, salted, out->client_key,
+					 out->server_key)) < 0)
 		goto out;
 	out->mech = SASL_MECH_SCRAM_SHA256;
 	rc = 1;
