@@ -261,6 +261,34 @@ static void chat_on_message(struct lg_conn *c, const struct lg_xml_event *ev)
 		chat_fill(sender);
 }
 
+/* Open loop (shared by chat and component): messages due by NOW at RATE per
+ * second since the measured window began, and when the next one is due (at
+ * least CHAT_TICK_MIN_NS away; 0 outside the window). */
+static uint64_t paced_due(const struct lg_thread *t, uint64_t now, double rate)
+{
+	return (uint64_t)((double)(now - t->run_t0) * rate / 1e9);
+}
+
+static uint64_t paced_next_tick(const struct lg_thread *t, uint64_t now, double rate)
+{
+	if (t->phase != LG_PHASE_RUN || rate <= 0)
+		return 0;
+	uint64_t due = t->run_t0 + (uint64_t)((double)(t->paced + 1) * 1e9 / rate);
+	return due > now + CHAT_TICK_MIN_NS ? due : now + CHAT_TICK_MIN_NS;
+}
+
+/* On a phase change: true when the measured window just began (pacing
+ * restarts from now) and the loop is closed, so the caller fills the
+ * windows. */
+static bool window_begins_closed(struct lg_thread *t)
+{
+	if (t->phase != LG_PHASE_RUN)
+		return false;
+	t->run_t0 = lg_now_ns();
+	t->paced = 0;
+	return t->opts->rate == 0;
+}
+
 static double chat_thread_rate(const struct lg_thread *t)
 {
 	return t->opts->rate * (double)(t->nconns / 2) / (double)t->opts->pairs;
@@ -268,23 +296,14 @@ static double chat_thread_rate(const struct lg_thread *t)
 
 static void chat_on_phase(struct lg_thread *t)
 {
-	if (t->phase != LG_PHASE_RUN)
-		return;
-	t->run_t0 = lg_now_ns();
-	t->paced = 0;
-	if (t->opts->rate == 0)
+	if (window_begins_closed(t))
 		for (unsigned k = 0; k < t->nconns; k++)
 			chat_fill(&t->conns[k]);
 }
 
 static uint64_t chat_next_tick(const struct lg_thread *t, uint64_t now)
 {
-	double rate = chat_thread_rate(t);
-
-	if (t->phase != LG_PHASE_RUN || rate <= 0)
-		return 0;
-	uint64_t due = t->run_t0 + (uint64_t)((double)(t->paced + 1) * 1e9 / rate);
-	return due > now + CHAT_TICK_MIN_NS ? due : now + CHAT_TICK_MIN_NS;
+	return paced_next_tick(t, now, chat_thread_rate(t));
 }
 
 /* Open loop: send what is due by now, round-robin over the clients. A client
@@ -296,7 +315,7 @@ static void chat_on_tick(struct lg_thread *t, uint64_t now)
 
 	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns == 0)
 		return;
-	uint64_t due = (uint64_t)((double)(now - t->run_t0) * rate / 1e9);
+	uint64_t due = paced_due(t, now, rate);
 	while (t->paced < due) {
 		struct lg_conn *c = &t->conns[t->rr++ % t->nconns];
 
@@ -440,23 +459,14 @@ static void comp_on_message(struct lg_conn *c, const struct lg_xml_event *ev)
 
 static void comp_on_phase(struct lg_thread *t)
 {
-	if (t->phase != LG_PHASE_RUN)
-		return;
-	t->run_t0 = lg_now_ns();
-	t->paced = 0;
-	if (t->opts->rate == 0)
+	if (window_begins_closed(t))
 		for (unsigned k = 1; k < t->nconns; k++)
 			comp_fill(&t->conns[k]);
 }
 
 static uint64_t comp_next_tick(const struct lg_thread *t, uint64_t now)
 {
-	double rate = t->opts->rate;
-
-	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns < 2)
-		return 0;
-	uint64_t due = t->run_t0 + (uint64_t)((double)(t->paced + 1) * 1e9 / rate);
-	return due > now + CHAT_TICK_MIN_NS ? due : now + CHAT_TICK_MIN_NS;
+	return t->nconns < 2 ? 0 : paced_next_tick(t, now, t->opts->rate);
 }
 
 /* Open loop: what is due by now, alternately a client (round-robin) to the
@@ -468,7 +478,7 @@ static void comp_on_tick(struct lg_thread *t, uint64_t now)
 
 	if (t->phase != LG_PHASE_RUN || rate <= 0 || t->nconns < 2)
 		return;
-	uint64_t due = (uint64_t)((double)(now - t->run_t0) * rate / 1e9);
+	uint64_t due = paced_due(t, now, rate);
 	while (t->paced < due) {
 		bool up = t->paced % 2 == 0;
 		struct lg_conn *client = &t->conns[1 + (t->paced / 2) % (t->nconns - 1)];

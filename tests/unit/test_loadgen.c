@@ -1466,18 +1466,24 @@ static void relay(struct harness *h, int i, const char *held, const char *from, 
 	say(h, i, out);
 }
 
+/* A harness whose component (plaintext, at the clients' server) uses SECRET. */
+static void component_harness(struct harness *h, const char *secret)
+{
+	harness_init(h, SASL_MECH_PLAIN);
+	memcpy(&h->opts.comp_server, &h->opts.server, sizeof h->opts.server);
+	h->opts.comp_server_len = h->opts.server_len;
+	h->opts.comp_tls = LG_TLS_NONE;
+	h->opts.comp_name = COMP_NAME;
+	strcpy(h->opts.comp_name_xml, COMP_NAME);
+	h->opts.comp_secret = secret;
+}
+
 static void test_engine_component(void)
 {
 	struct harness h;
 	char secret_hex[LG_HANDSHAKE_HEX], want[80], up[512], down[512];
 
-	harness_init(&h, SASL_MECH_PLAIN);
-	memcpy(&h.opts.comp_server, &h.opts.server, sizeof h.opts.server);
-	h.opts.comp_server_len = h.opts.server_len;
-	h.opts.comp_tls = LG_TLS_NONE;
-	h.opts.comp_name = COMP_NAME;
-	strcpy(h.opts.comp_name_xml, COMP_NAME);
-	h.opts.comp_secret = "s3cret";
+	component_harness(&h, "s3cret");
 	h.opts.window = 1;
 	CHECK(harness_start(&h, "component"));
 	CHECK(h.t->nconns == 2 && h.t->conns[0].component && !h.t->conns[1].component);
@@ -1533,13 +1539,7 @@ static void test_engine_component(void)
 	harness_free(&h);
 
 	/* a refused handshake is an authentication failure */
-	harness_init(&h, SASL_MECH_PLAIN);
-	memcpy(&h.opts.comp_server, &h.opts.server, sizeof h.opts.server);
-	h.opts.comp_server_len = h.opts.server_len;
-	h.opts.comp_tls = LG_TLS_NONE;
-	h.opts.comp_name = COMP_NAME;
-	strcpy(h.opts.comp_name_xml, COMP_NAME);
-	h.opts.comp_secret = "wrong";
+	component_harness(&h, "wrong");
 	CHECK(harness_start(&h, "component"));
 	CHECK(accept_client(&h, 0));
 	CHECK(expect(&h, 0, "to='" COMP_NAME "'>"));
