@@ -53,17 +53,6 @@
 
 #include "bench/loadgen/lg.h"
 
-#define NS_STREAM "http://etherx.jabber.org/streams"
-#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
-#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
-#define NS_SASL_CB "urn:xmpp:sasl-cb:0"
-#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
-#define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
-#define NS_CLIENT "jabber:client"
-#define NS_COMPONENT "jabber:component:accept"
-#define NS_PING "urn:xmpp:ping"
-#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
-
 #define LG_OUT_MAX (256u * 1024)        /* per-connection backlog cap */
 #define LG_BACKOFF_NS (100u * 1000000)  /* no new connections after a failed connect */
 #define LG_EVENTS_PER_TURN 256
@@ -82,9 +71,6 @@ enum lg_state {
 	ST_CLOSING,    /* our side closed, waiting for the server to close */
 	ST_DOOMED,     /* released at the end of the loop turn */
 };
-
-/* Where inside <stream:features/> the parser is (struct lg_xml.sub). */
-enum { SUB_NONE, SUB_MECHS, SUB_SESSION, SUB_CB, SUB_BODY_DONE };
 
 /* ---- small things ------------------------------------------------------ */
 
@@ -161,11 +147,31 @@ int lg_pattern_parse(struct lg_pattern *p, const char *fmt)
 	return seen ? 0 : -EINVAL;
 }
 
+size_t lg_u64_dec(char *out, uint64_t v)
+{
+	char tmp[LG_U64_DEC_MAX];
+	size_t n = 0;
+
+	do {
+		tmp[sizeof tmp - ++n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(out, tmp + sizeof tmp - n, n);
+	return n;
+}
+
 int lg_pattern_format(const struct lg_pattern *p, uint32_t n, char *out, size_t cap)
 {
-	int len = snprintf(out, cap, "%s%" PRIu32 "%s", p->prefix, n, p->suffix);
+	size_t pre = strlen(p->prefix), suf = strlen(p->suffix);
+	char num[LG_U64_DEC_MAX];
+	size_t len = lg_u64_dec(num, n);
 
-	return len < 0 || (size_t)len >= cap ? -ENOSPC : len;
+	if (pre + len + suf >= cap)
+		return -ENOSPC;
+	memcpy(out, p->prefix, pre);
+	memcpy(out + pre, num, len);
+	memcpy(out + pre + len, p->suffix, suf + 1);
+	return (int)(pre + len + suf);
 }
 
 static int parse_ipv4(const char *s, size_t len, uint32_t *out)
@@ -205,17 +211,22 @@ int lg_xml_escape(const char *in, char *out, size_t cap)
 {
 	size_t len = 0;
 
-	for (; *in; in++) {
+	for (;;) {
+		size_t run = strcspn(in, "&<>'\"");
+		if (len + run >= cap)
+			return -ENOSPC;
+		memcpy(out + len, in, run);
+		len += run;
+		in += run;
+		if (!*in)
+			break;
 		const char *rep;
-		char one[2] = { *in, '\0' };
-
-		switch (*in) {
+		switch (*in++) {
 		case '&': rep = "&amp;"; break;
 		case '<': rep = "&lt;"; break;
 		case '>': rep = "&gt;"; break;
 		case '\'': rep = "&apos;"; break;
-		case '"': rep = "&quot;"; break;
-		default: rep = one; break;
+		default: rep = "&quot;"; break;
 		}
 		size_t n = strlen(rep);
 		if (len + n >= cap)
@@ -223,333 +234,8 @@ int lg_xml_escape(const char *in, char *out, size_t cap)
 		memcpy(out + len, rep, n);
 		len += n;
 	}
-	if (len >= cap)
-		return -ENOSPC;
 	out[len] = '\0';
 	return (int)len;
-}
-
-/* ---- XML: a streaming parse that reports only what a client needs -------- */
-
-static bool name_is(const XML_Char *name, const char *ns, const char *local)
-{
-	size_t n = strlen(ns);
-
-	return strncmp(name, ns, n) == 0 && name[n] == ' ' && strcmp(name + n + 1, local) == 0;
-}
-
-static const XML_Char *attr(const XML_Char **atts, const char *name)
-{
-	for (; atts[0]; atts += 2)
-		if (strcmp(atts[0], name) == 0)
-			return atts[1];
-	return NULL;
-}
-
-static bool copy_attr(char *dst, size_t cap, const XML_Char *value)
-{
-	size_t n = value ? strlen(value) : 0;
-
-	if (!value || n >= cap)
-		return false;
-	memcpy(dst, value, n + 1);
-	return true;
-}
-
-/* A stanza of a client stream or of a component stream (XEP-0114). */
-static bool stanza_is(const XML_Char *name, const char *local)
-{
-	return name_is(name, NS_CLIENT, local) || name_is(name, NS_COMPONENT, local);
-}
-
-static void xml_stop(struct lg_xml *x, int result)
-{
-	if (x->result == 0) {
-		x->result = result;
-		XML_StopParser(x->parser, XML_FALSE);
-	}
-}
-
-static void xml_emit(struct lg_xml *x, const struct lg_xml_event *ev)
-{
-	int r = x->handler(x->arg, ev);
-
-	if (r != 0)
-		xml_stop(x, r);
-}
-
-static void xml_collect(struct lg_xml *x)
-{
-	x->collect_depth = x->depth;
-	x->text_len = 0;
-	x->text[0] = '\0';
-	x->overflow = false;
-}
-
-static enum lg_iq_type iq_type_of(const XML_Char *type)
-{
-	if (!type)
-		return LG_IQ_NONE;
-	if (strcmp(type, "get") == 0)
-		return LG_IQ_GET;
-	if (strcmp(type, "set") == 0)
-		return LG_IQ_SET;
-	if (strcmp(type, "result") == 0)
-		return LG_IQ_RESULT;
-	if (strcmp(type, "error") == 0)
-		return LG_IQ_ERROR;
-	return LG_IQ_NONE;
-}
-
-static void xml_top_start(struct lg_xml *x, const XML_Char *name, const XML_Char **atts)
-{
-	const XML_Char *type = attr(atts, "type");
-
-	x->top = LG_EV_OTHER;
-	x->sub = SUB_NONE;
-	x->collect_depth = 0;
-	x->text_len = 0;
-	x->text[0] = '\0';
-	x->overflow = x->error = x->ping = x->id_ok = x->from_ok = false;
-	x->iq_type = LG_IQ_NONE;
-
-	if (stanza_is(name, "message")) {
-		x->top = LG_EV_MESSAGE;
-		x->error = type && strcmp(type, "error") == 0;
-		x->from_ok = copy_attr(x->from, sizeof x->from, attr(atts, "from"));
-	} else if (stanza_is(name, "presence")) {
-		x->top = LG_EV_PRESENCE;
-	} else if (stanza_is(name, "iq")) {
-		x->top = LG_EV_IQ;
-		x->iq_type = iq_type_of(type);
-		x->id_ok = copy_attr(x->id, sizeof x->id, attr(atts, "id"));
-		x->from_ok = copy_attr(x->from, sizeof x->from, attr(atts, "from"));
-	} else if (name_is(name, NS_STREAM, "features")) {
-		x->top = LG_EV_FEATURES;
-		memset(&x->features, 0, sizeof x->features);
-	} else if (name_is(name, NS_STREAM, "error")) {
-		x->top = LG_EV_STREAM_ERROR;
-	} else if (name_is(name, NS_TLS, "proceed")) {
-		x->top = LG_EV_PROCEED;
-	} else if (name_is(name, NS_TLS, "failure")) {
-		x->top = LG_EV_TLS_FAILURE;
-	} else if (name_is(name, NS_SASL, "challenge")) {
-		x->top = LG_EV_CHALLENGE;
-		xml_collect(x);
-	} else if (name_is(name, NS_SASL, "success")) {
-		x->top = LG_EV_SUCCESS;
-		xml_collect(x);
-	} else if (name_is(name, NS_SASL, "failure")) {
-		x->top = LG_EV_SASL_FAILURE;
-	} else if (name_is(name, NS_COMPONENT, "handshake")) {
-		x->top = LG_EV_HANDSHAKE;
-	}
-}
-
-static void xml_features_child(struct lg_xml *x, const XML_Char *name, const XML_Char **atts)
-{
-	struct lg_features *f = &x->features;
-
-	if (x->depth == 3) {
-		if (name_is(name, NS_TLS, "starttls"))
-			f->starttls = true;
-		else if (name_is(name, NS_SASL, "mechanisms"))
-			x->sub = SUB_MECHS;
-		else if (name_is(name, NS_BIND, "bind"))
-			f->bind = true;
-		else if (name_is(name, NS_SESSION, "session")) {
-			f->session = true;
-			x->sub = SUB_SESSION;
-		} else if (name_is(name, NS_SASL_CB, "sasl-channel-binding")) {
-			f->cb_listed = true;
-			x->sub = SUB_CB;
-		}
-	} else if (x->depth == 4) {
-		const XML_Char *type;
-
-		if (x->sub == SUB_MECHS && name_is(name, NS_SASL, "mechanism"))
-			xml_collect(x);
-		else if (x->sub == SUB_SESSION && name_is(name, NS_SESSION, "optional"))
-			f->session_optional = true;
-		else if (x->sub == SUB_CB && name_is(name, NS_SASL_CB, "channel-binding") &&
-			 (type = attr(atts, "type")) && strcmp(type, "tls-exporter") == 0)
-			f->cb_exporter = true;
-	}
-}
-
-static void xml_child_start(struct lg_xml *x, const XML_Char *name, const XML_Char **atts)
-{
-	switch (x->top) {
-	case LG_EV_FEATURES:
-		xml_features_child(x, name, atts);
-		break;
-	case LG_EV_MESSAGE:
-		if (x->depth == 3 && x->sub != SUB_BODY_DONE && stanza_is(name, "body"))
-			xml_collect(x);
-		break;
-	case LG_EV_IQ:
-		if (x->depth == 3 && name_is(name, NS_PING, "ping"))
-			x->ping = true;
-		break;
-	default:
-		break;
-	}
-}
-
-static void XMLCALL xml_start(void *ud, const XML_Char *name, const XML_Char **atts)
-{
-	struct lg_xml *x = ud;
-
-	if (x->result)
-		return;
-	x->depth++;
-	if (x->depth == 1) {
-		if (!name_is(name, NS_STREAM, "stream")) {
-			xml_stop(x, -EPROTO);
-			return;
-		}
-		/* the stream id: a component's handshake hashes it */
-		bool id_ok = copy_attr(x->id, sizeof x->id, attr(atts, "id"));
-		struct lg_xml_event ev = { .type = LG_EV_STREAM_OPEN, .id = id_ok ? x->id : NULL };
-		xml_emit(x, &ev);
-	} else if (x->depth == 2) {
-		xml_top_start(x, name, atts);
-	} else {
-		xml_child_start(x, name, atts);
-	}
-}
-
-/* The text of the element at collect_depth is complete. */
-static void xml_text_done(struct lg_xml *x)
-{
-	x->collect_depth = 0;
-	if (x->top == LG_EV_FEATURES) {
-		enum sasl_mech m = x->overflow ? SASL_MECH_NONE : sasl_mech_from_name(x->text);
-
-		if (m != SASL_MECH_NONE && (unsigned)m < 32)
-			x->features.mechs |= 1u << m;
-		x->text_len = 0;
-		x->text[0] = '\0';
-	} else if (x->top == LG_EV_MESSAGE) {
-		x->sub = SUB_BODY_DONE;
-	}
-}
-
-static void xml_top_end(struct lg_xml *x)
-{
-	struct lg_xml_event ev = {
-		.type = x->top,
-		.text = x->text,
-		.text_len = x->text_len,
-		.text_overflow = x->overflow,
-		.error = x->error,
-		.iq_type = x->iq_type,
-		.iq_ping = x->ping,
-		.id = x->id_ok ? x->id : NULL,
-		.from = x->from_ok ? x->from : NULL,
-		.features = &x->features,
-	};
-	xml_emit(x, &ev);
-}
-
-static void XMLCALL xml_end(void *ud, const XML_Char *name)
-{
-	struct lg_xml *x = ud;
-
-	(void)name;
-	if (x->result)
-		return;
-	if (x->collect_depth == x->depth)
-		xml_text_done(x);
-	if (x->depth == 3 && x->top == LG_EV_FEATURES)
-		x->sub = SUB_NONE;
-	if (x->depth == 2) {
-		xml_top_end(x);
-	} else if (x->depth == 1) {
-		struct lg_xml_event ev = { .type = LG_EV_STREAM_CLOSE };
-		xml_emit(x, &ev);
-	}
-	x->depth--;
-}
-
-static void XMLCALL xml_chars(void *ud, const XML_Char *s, int len)
-{
-	struct lg_xml *x = ud;
-
-	if (x->result || x->collect_depth != x->depth || len <= 0)
-		return;
-	size_t room = sizeof x->text - 1 - x->text_len;
-	size_t n = (size_t)len;
-	if (n > room) {
-		n = room;
-		x->overflow = true;
-	}
-	memcpy(x->text + x->text_len, s, n);
-	x->text_len += n;
-	x->text[x->text_len] = '\0';
-}
-
-static void XMLCALL xml_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-				const XML_Char *pubid, int has_internal_subset)
-{
-	(void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
-	xml_stop(ud, -EPROTO); /* XMPP forbids DTDs; never expand entities */
-}
-
-static void xml_setup(struct lg_xml *x)
-{
-	XML_SetUserData(x->parser, x);
-	XML_SetElementHandler(x->parser, xml_start, xml_end);
-	XML_SetCharacterDataHandler(x->parser, xml_chars);
-	XML_SetStartDoctypeDeclHandler(x->parser, xml_doctype);
-	/* Reparse deferral holds a stanza back until more bytes arrive; a load
-	 * generator must see each stanza the moment it is complete, or the
-	 * latency it reports includes expat waiting. The servers it talks to
-	 * are test targets, not attackers. */
-	XML_SetReparseDeferralEnabled(x->parser, XML_FALSE);
-	x->result = 0;
-	x->depth = 0;
-	x->collect_depth = 0;
-	x->text_len = 0;
-	x->text[0] = '\0';
-}
-
-int lg_xml_init(struct lg_xml *x, lg_xml_handler handler, void *arg)
-{
-	memset(x, 0, sizeof *x);
-	/* namespace-aware: names arrive as "URI local", whatever the prefixes */
-	x->parser = XML_ParserCreateNS(NULL, ' ');
-	if (!x->parser)
-		return -ENOMEM;
-	x->handler = handler;
-	x->arg = arg;
-	xml_setup(x);
-	return 0;
-}
-
-void lg_xml_reset(struct lg_xml *x)
-{
-	XML_ParserReset(x->parser, NULL);
-	xml_setup(x);
-}
-
-void lg_xml_free(struct lg_xml *x)
-{
-	if (x->parser)
-		XML_ParserFree(x->parser);
-	x->parser = NULL;
-}
-
-int lg_xml_feed(struct lg_xml *x, const char *data, size_t len)
-{
-	x->result = 0;
-	if (XML_Parse(x->parser, data, (int)len, XML_FALSE) == XML_STATUS_ERROR && x->result == 0)
-		return -EPROTO;
-	if (x->result == LG_XML_RESTART) {
-		lg_xml_reset(x);
-		return LG_XML_RESTART;
-	}
-	return x->result;
 }
 
 /* ---- lists -------------------------------------------------------------- */
@@ -1566,43 +1252,72 @@ void lg_conn_drop(struct lg_conn *c)
 	c->drop_when_sent = true;
 }
 
-/* <message to='TO' [from=FROM] type='chat'> with BODY; TO and FROM are
- * already escaped. */
-static int conn_send_message(struct lg_conn *c, const char *to, const char *from,
-			     const char *body, size_t len)
+struct piece_buf {
+	char *p;
+	size_t len, cap;
+	bool full;
+};
+
+static void put(struct piece_buf *b, const char *s, size_t n)
 {
-	char *buf = c->thread->scratch;
-	size_t cap = sizeof c->thread->scratch;
+	if (n > b->cap - b->len) {
+		b->full = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+/* <message to='TO' [from='FROM'] type='chat'><body>BODY</body></message>;
+ * TO and FROM are already escaped. */
+static int conn_send_message(struct lg_conn *c, const char *to, size_t to_len,
+			     const char *from, const char *body, size_t len)
+{
+	struct piece_buf b = { .p = c->thread->scratch, .cap = sizeof c->thread->scratch };
 
 	if (c->state != ST_READY)
 		return -ENOTCONN;
 	/* refused short of the hard cap: a full backlog skips a message here
 	 * instead of failing the connection in conn_send() */
-	if (c->out_len + cap > LG_OUT_MAX)
+	if (c->out_len + b.cap > LG_OUT_MAX)
 		return -ENOBUFS;
-	int n = snprintf(buf, cap, "<message to='%s'%s%s%s type='chat'><body>%.*s</body></message>",
-			 to, from ? " from='" : "", from ? from : "", from ? "'" : "", (int)len,
-			 body);
-	if (n < 0 || (size_t)n >= cap)
+	PUT_LIT(&b, "<message to='");
+	put(&b, to, to_len);
+	if (from) {
+		PUT_LIT(&b, "' from='");
+		put(&b, from, strlen(from));
+	}
+	PUT_LIT(&b, "' type='chat'><body>");
+	put(&b, body, len);
+	PUT_LIT(&b, "</body></message>");
+	if (b.full)
 		return -ENOSPC;
-	return conn_send(c, buf, (size_t)n);
+	return conn_send(c, b.p, b.len);
 }
 
 int lg_conn_send_chat(struct lg_conn *c, uint32_t to, const char *body, size_t len)
 {
 	const struct lg_opts *o = c->thread->opts;
 	char user[128], jid[1024];
+	size_t dom = strlen(o->domain_xml);
+	int n;
 
 	if (lg_pattern_format(&o->user, to, user, sizeof user) < 0 ||
-	    lg_xml_escape(user, jid, sizeof jid - sizeof o->domain_xml - 1) < 0)
+	    (n = lg_xml_escape(user, jid, sizeof jid - dom - 1)) < 0)
 		return -ENOSPC;
-	strcat(strcat(jid, "@"), o->domain_xml);
-	return conn_send_message(c, jid, c->component ? o->comp_name_xml : NULL, body, len);
+	jid[n] = '@';
+	memcpy(jid + n + 1, o->domain_xml, dom);
+	return conn_send_message(c, jid, (size_t)n + 1 + dom, c->component ? o->comp_name_xml : NULL,
+				 body, len);
 }
 
 int lg_conn_send_to_component(struct lg_conn *c, const char *body, size_t len)
 {
-	return conn_send_message(c, c->thread->opts->comp_name_xml, NULL, body, len);
+	const char *to = c->thread->opts->comp_name_xml;
+
+	return conn_send_message(c, to, strlen(to), NULL, body, len);
 }
 
 /* ---- the thread --------------------------------------------------------- */

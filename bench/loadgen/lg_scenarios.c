@@ -104,12 +104,17 @@ uint64_t lg_hist_percentile(const struct lg_hist *h, double p)
 
 int lg_body_encode(char *out, size_t cap, uint64_t seq, uint64_t sent_ns, size_t size)
 {
-	int n = snprintf(out, cap, "lg1 %" PRIu64 " %" PRIu64, seq, sent_ns);
-	size_t len;
+	char head[LG_BODY_HEADER_MAX];
+	size_t len = 4;
 
-	if (n < 0 || (size_t)n >= cap)
+	memcpy(head, "lg1 ", 4);
+	len += lg_u64_dec(head + len, seq);
+	head[len++] = ' ';
+	len += lg_u64_dec(head + len, sent_ns);
+	if (len >= cap)
 		return -ENOSPC;
-	len = (size_t)n;
+	memcpy(out, head, len);
+	out[len] = '\0';
 	if (size > len) {
 		if (size >= cap)
 			return -ENOSPC;
@@ -153,6 +158,17 @@ int lg_body_decode(const char *body, size_t len, uint64_t *seq, uint64_t *sent_n
 }
 
 /* ---- shared helpers ----------------------------------------------------- */
+
+/* A message sent at SENT_NS arrived: its latency into the histogram, and
+ * into the slowest of this second for the progress line. */
+static void delivered(struct lg_thread *t, uint64_t sent_ns)
+{
+	uint64_t ns = lg_now_ns() - sent_ns;
+
+	lg_hist_add(t->msg_hist, ns);
+	if (ns > __atomic_load_n(&t->slowest_ns, __ATOMIC_RELAXED))
+		__atomic_store_n(&t->slowest_ns, ns, __ATOMIC_RELAXED);
+}
 
 static unsigned share(uint32_t total, unsigned id, unsigned n)
 {
@@ -249,7 +265,7 @@ static void chat_on_message(struct lg_conn *c, const struct lg_xml_event *ev)
 		lg_count(t, LG_C_MSG_ERRORS, 1);
 		return;
 	}
-	lg_hist_add(t->msg_hist, lg_now_ns() - sent_ns);
+	delivered(t, sent_ns);
 	lg_count(t, LG_C_RECEIVED, 1);
 	if (seq < c->rx_next)
 		lg_count(t, LG_C_OUT_OF_ORDER, 1);
@@ -425,7 +441,7 @@ static bool comp_received(struct lg_thread *t, const struct lg_xml_event *ev, ui
 		lg_count(t, LG_C_MSG_ERRORS, 1);
 		return false;
 	}
-	lg_hist_add(t->msg_hist, lg_now_ns() - sent_ns);
+	delivered(t, sent_ns);
 	lg_count(t, LG_C_RECEIVED, 1);
 	if (seq < *next)
 		lg_count(t, LG_C_OUT_OF_ORDER, 1);

@@ -540,10 +540,17 @@ static void progress(struct run *r)
 		(double)(now.ns - r->begin_ns) / 1e9, phase_name(r->phase), now.ctr.v[LG_C_ONLINE],
 		now.ctr.v[LG_C_DONE], (double)delta(&r->last, &now, LG_C_DONE) / dt,
 		now.ctr.v[LG_C_FAILED], now.ctr.v[LG_C_ERRORS]);
-	if (has_messages(r->scn))
-		fprintf(stderr, " sent=%.0f/s recv=%.0f/s",
+	if (has_messages(r->scn)) {
+		uint64_t slowest = 0;
+		for (unsigned i = 0; i < r->nthreads; i++) {
+			uint64_t ns = __atomic_exchange_n(&r->threads[i]->slowest_ns, 0,
+							  __ATOMIC_RELAXED);
+			slowest = ns > slowest ? ns : slowest;
+		}
+		fprintf(stderr, " sent=%.0f/s recv=%.0f/s slowest=%.1fms",
 			(double)delta(&r->last, &now, LG_C_SENT) / dt,
-			(double)delta(&r->last, &now, LG_C_RECEIVED) / dt);
+			(double)delta(&r->last, &now, LG_C_RECEIVED) / dt, (double)slowest / 1e6);
+	}
 	fprintf(stderr, " cpu=%.0f%%\n", cpu_pct(&r->last, &now));
 	r->last = now;
 }

@@ -371,6 +371,178 @@ static void test_xml_rejects(void)
 	lg_xml_free(&x);
 }
 
+/* ---- the splitter: messages read without expat ----------------------------- */
+
+#define LOG_MAX 16
+
+struct ev_log {
+	int n;
+	struct logged {
+		enum lg_ev_type type;
+		char text[LG_XML_TEXT_MAX], from[LG_XML_FROM_MAX];
+		size_t text_len;
+		bool overflow, error;
+	} ev[LOG_MAX];
+};
+
+static int log_event(void *arg, const struct lg_xml_event *ev)
+{
+	struct ev_log *l = arg;
+
+	if (l->n == LOG_MAX)
+		return -E2BIG;
+	struct logged *e = &l->ev[l->n++];
+	e->type = ev->type;
+	snprintf(e->text, sizeof e->text, "%s", ev->text ? ev->text : "(none)");
+	snprintf(e->from, sizeof e->from, "%s", ev->from ? ev->from : "(none)");
+	e->text_len = ev->text ? ev->text_len : 0;
+	e->overflow = ev->text_overflow;
+	e->error = ev->error;
+	return 0;
+}
+
+/* Feeds HEAD, then IN in one piece (the splitter sees whole stanzas) and,
+ * on a second parser, one byte at a time (expat reads every stanza): both
+ * must report the same events. Returns the messages read without expat, or
+ * -1 when the two disagree or either failed. */
+static int split_vs_expat(const char *head, const char *in, struct ev_log *whole)
+{
+	struct ev_log bytewise = { 0 };
+	struct lg_xml a, b;
+	int fast = -1;
+
+	memset(whole, 0, sizeof *whole);
+	CHECK(lg_xml_init(&a, log_event, whole) == 0);
+	CHECK(lg_xml_init(&b, log_event, &bytewise) == 0);
+	if (lg_xml_feed(&a, head, strlen(head)) != 0 || lg_xml_feed(&a, in, strlen(in)) != 0 ||
+	    feed_bytewise(&b, head) != 0 || feed_bytewise(&b, in) != 0)
+		goto out;
+	CHECK(b.fast_messages == 0);
+	if (whole->n != bytewise.n)
+		goto out;
+	for (int i = 0; i < whole->n; i++) {
+		const struct logged *x = &whole->ev[i], *y = &bytewise.ev[i];
+		if (x->type != y->type || strcmp(x->text, y->text) != 0 ||
+		    strcmp(x->from, y->from) != 0 || x->text_len != y->text_len ||
+		    x->overflow != y->overflow || x->error != y->error)
+			goto out;
+	}
+	fast = (int)a.fast_messages;
+out:
+	lg_xml_free(&a);
+	lg_xml_free(&b);
+	return fast;
+}
+
+static void test_xml_splitter(void)
+{
+	struct ev_log l;
+	char big[LG_XML_TEXT_MAX + 300];
+	const char *comp_head = "<stream:stream xmlns='jabber:component:accept' xmlns:stream="
+				"'http://etherx.jabber.org/streams' id='c1'>";
+
+	/* the shapes servers send: read directly, same events as expat */
+	CHECK(split_vs_expat(STREAM_HEAD, "<message from='a@b/c' to='d@b/e' type='chat'>"
+			     "<body>lg1 1 2</body></message>", &l) == 1);
+	CHECK(l.n == 2 && l.ev[1].type == LG_EV_MESSAGE && !l.ev[1].error);
+	CHECK_STR(l.ev[1].text, "lg1 1 2");
+	CHECK_STR(l.ev[1].from, "a@b/c");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message xmlns=\"jabber:client\" xml:lang='en' "
+			     "id=\"7\" type='chat' from=\"a@b/c\" >\n <active xmlns='http://"
+			     "jabber.org/protocol/chatstates'/><body xml:lang='en'>hi there</body>"
+			     "<stanza-id xmlns='urn:xmpp:sid:0' by='b' id='9'/><thread>t1</thread>"
+			     "</message >", &l) == 1);
+	CHECK_STR(l.ev[1].text, "hi there");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message/><message type='error'><body/></message>"
+			     "<message><body>one</body><body>two</body></message>", &l) == 3);
+	CHECK(l.n == 4 && l.ev[1].text_len == 0 && l.ev[2].error);
+	CHECK_STR(l.ev[3].text, "one");
+	CHECK(split_vs_expat(comp_head, "<message from='u3@b/r' to='cb.b'><body>lg1 4 5</body>"
+			     "</message>", &l) == 1);
+	CHECK_STR(l.ev[1].from, "u3@b/r");
+	int n = snprintf(big, sizeof big, "<message><body>lg1 1 2 ");
+	memset(big + n, 'x', sizeof big - (size_t)n);
+	memcpy(big + sizeof big - 18, "</body></message>", 18);
+	CHECK(split_vs_expat(STREAM_HEAD, big, &l) == 1);
+	CHECK(l.ev[1].overflow && l.ev[1].text_len == LG_XML_TEXT_MAX - 1);
+	/* a sender too long to keep: none, as expat's reader says */
+	const char tail[] = "'><body>b</body></message>";
+	char long_from[LG_XML_FROM_MAX + 80];
+	n = snprintf(long_from, sizeof long_from, "<message from='");
+	memset(long_from + n, 'f', sizeof long_from - (size_t)n);
+	memcpy(long_from + sizeof long_from - sizeof tail, tail, sizeof tail);
+	CHECK(split_vs_expat(STREAM_HEAD, long_from, &l) == 1);
+	CHECK_STR(l.ev[1].from, "(none)");
+
+	/* what the splitter leaves to expat, with the same result */
+	CHECK(split_vs_expat(STREAM_HEAD, "<message from='a&amp;b@c'><body>x</body></message>",
+			     &l) == 0);
+	CHECK_STR(l.ev[1].from, "a&b@c");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message><body>a &lt; b</body></message>", &l) == 0);
+	CHECK_STR(l.ev[1].text, "a < b");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message xmlns='urn:other'><body>x</body></message>",
+			     &l) == 0);
+	CHECK(l.ev[1].type == LG_EV_OTHER);
+	CHECK(split_vs_expat(STREAM_HEAD, "<c:message xmlns:c='jabber:client'><c:body>x</c:body>"
+			     "</c:message>", &l) == 0);
+	CHECK(l.ev[1].type == LG_EV_MESSAGE);
+	CHECK_STR(l.ev[1].text, "x");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message><body xmlns='urn:other'>no</body>"
+			     "<body>yes</body></message>", &l) == 0);
+	CHECK_STR(l.ev[1].text, "yes");
+	CHECK(split_vs_expat(STREAM_HEAD, "<message type='error'><body>x</body><error type='cancel'>"
+			     "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+			     "</message>", &l) == 0);
+	CHECK(l.ev[1].error);
+	/* "<!" hands the rest of the stream to expat */
+	CHECK(split_vs_expat(STREAM_HEAD, "<message><body><![CDATA[a<b]]></body></message>"
+			     "<message><body>after</body></message>", &l) == 0);
+	CHECK_STR(l.ev[1].text, "a<b");
+	CHECK_STR(l.ev[2].text, "after");
+	/* a stream whose default namespace is not a stanza one: all to expat */
+	CHECK(split_vs_expat("<stream:stream xmlns='urn:other' xmlns:stream='http://etherx.jabber"
+			     ".org/streams'>", "<message><body>x</body></message>", &l) == 0);
+	/* the splitter keeps its place around what expat reads: a presence, an
+	 * iq with children, then a quoted '>' and "/>" in attribute values */
+	CHECK(split_vs_expat(STREAM_HEAD, "<presence from='a@b/c'/><iq type='result' id='x'>"
+			     "<q xmlns='jabber:iq:roster'><item jid='a@b'/></q></iq>"
+			     "<message id='a>b/>'><body>lg1 9 9</body></message>", &l) == 1);
+	CHECK(l.n == 4 && l.ev[1].type == LG_EV_PRESENCE && l.ev[2].type == LG_EV_IQ);
+	CHECK_STR(l.ev[3].text, "lg1 9 9");
+
+	/* a message cut between reads goes to expat, the next whole one does not */
+	struct lg_xml x;
+	memset(&l, 0, sizeof l);
+	CHECK(lg_xml_init(&x, log_event, &l) == 0);
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+	const char *m1 = "<message><body>first</body></message><message><body>sec";
+	const char *m2 = "ond</body></message><message><body>third</body></message>";
+	CHECK(lg_xml_feed(&x, m1, strlen(m1)) == 0);
+	CHECK(lg_xml_feed(&x, m2, strlen(m2)) == 0);
+	CHECK(x.fast_messages == 2 && l.n == 4);
+	CHECK_STR(l.ev[2].text, "second");
+	CHECK_STR(l.ev[3].text, "third");
+	/* not well-formed in a way only the tags' names show: expat says so */
+	const char *bad = "<message><body>x</bodx></message>";
+	CHECK(lg_xml_feed(&x, bad, strlen(bad)) == -EPROTO);
+	CHECK(x.fast_messages == 2 && l.n == 4);
+	lg_xml_free(&x);
+
+	/* a restart asked for by a handler drops the rest and resets the splitter */
+	struct recorder r = { .restart_on = LG_EV_MESSAGE };
+	CHECK(lg_xml_init(&x, record, &r) == 0);
+	const char *two = STREAM_HEAD "<message/>";
+	CHECK(lg_xml_feed(&x, two, strlen(two)) == LG_XML_RESTART); /* header unread: expat's */
+	CHECK(r.last == LG_EV_MESSAGE && x.fast_messages == 0);
+	r.restart_on = -1;
+	CHECK(lg_xml_feed(&x, STREAM_HEAD, strlen(STREAM_HEAD)) == 0);
+	r.restart_on = LG_EV_MESSAGE;
+	const char *pair = "<message/><message><body>dropped</body></message>";
+	CHECK(lg_xml_feed(&x, pair, strlen(pair)) == LG_XML_RESTART);
+	CHECK(x.fast_messages == 1 && x.sp_depth == 0 && strcmp(r.text, "") == 0);
+	lg_xml_free(&x);
+}
+
 /* ---- the engine against a scripted server --------------------------------- */
 
 #define DOMAIN "example.test"
@@ -1565,6 +1737,7 @@ int main(void)
 	RUN(test_xml_stanzas);
 	RUN(test_xml_component);
 	RUN(test_xml_rejects);
+	RUN(test_xml_splitter);
 	RUN(test_engine_plain_idle);
 	RUN(test_engine_scram_login);
 	RUN(test_engine_key_cache);
