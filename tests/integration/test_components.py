@@ -90,9 +90,11 @@ async def test_repeated_failures_are_slowed_down(make_node):
 async def test_failures_are_counted_across_workers(make_node):
     # SO_REUSEPORT spreads one address's handshakes over the workers: the
     # count is one for the node, so a guesser gains nothing from many
-    # workers. Retry until both workers have refused at least once (the
-    # kernel's hash decides; each attempt after the third waits longer).
-    node = component_node(make_node, workers=2)
+    # workers. Retry until two workers have refused at least once (the
+    # kernel's hash of the source port decides; each attempt after the
+    # third waits longer). Four workers: seven attempts all land on one with
+    # probability 4/4^7 (1/4096); with two it was 1/64, and it happened.
+    node = component_node(make_node, workers=4)
     await node.aadd_callbridge("cb1")
     seen = []   # (count, worker) in log order
     pattern = re.compile(r"authentication failure for call bridge cb1 from \S+ "
@@ -103,11 +105,11 @@ async def test_failures_are_counted_across_workers(make_node):
         await node.await_log(r"\(%d from this address within a minute; worker \d+\)"
                              % (attempt + 1))
         seen = [(int(n), int(w)) for n, w in pattern.findall(node.log_text())]
-        if len({w for _, w in seen}) == 2:
+        if len({w for _, w in seen}) >= 2:
             break
     counts = [n for n, _ in seen]
     assert counts == list(range(1, len(counts) + 1)), seen
-    assert len({w for _, w in seen}) == 2, "every attempt went to one worker: %r" % seen
+    assert len({w for _, w in seen}) >= 2, "every attempt went to one worker: %r" % seen
 
 
 async def test_reconnect_replaces_a_stale_stream(make_node):
