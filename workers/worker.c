@@ -765,27 +765,26 @@ static void on_tick(void)
 
 static int setup_ring(void)
 {
-	struct io_uring_params p;
-	memset(&p, 0, sizeof p);
 	/* DEFER_TASKRUN (Linux 6.1): the kernel work that turns socket events
 	 * into completions runs when this loop waits for them, all at once,
 	 * instead of interrupting whatever the worker is doing as each packet
 	 * arrives. In the chat benchmark (one worker, TLS) it took the closed
 	 * loop from ~90,000 to 130,000-143,000 msg/s and the worker's CPU at
 	 * 44,000 msg/s open loop from 86% to 65%. Only this thread uses the
-	 * ring (SINGLE_ISSUER, which it requires). Older kernels: without. */
-	p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE |
-		  IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	p.cq_entries = RING_ENTRIES * 8;
-	int rc = io_uring_queue_init_params(RING_ENTRIES, &uring, &p);
-	if (rc == -EINVAL) {
+	 * ring (SINGLE_ISSUER, which it requires). A kernel that refuses a set
+	 * of flags gets the next one. */
+	static const unsigned flag_sets[] = {
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE |
+			IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
+		0,
+	};
+	int rc = -EINVAL;
+	for (size_t i = 0; i < sizeof flag_sets / sizeof *flag_sets && rc == -EINVAL; i++) {
+		struct io_uring_params p;
 		memset(&p, 0, sizeof p);
-		p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
-		p.cq_entries = RING_ENTRIES * 8;
-		rc = io_uring_queue_init_params(RING_ENTRIES, &uring, &p);
-	}
-	if (rc == -EINVAL) {
-		memset(&p, 0, sizeof p);
+		p.flags = flag_sets[i];
+		p.cq_entries = RING_ENTRIES * 8; /* read only with CQSIZE */
 		rc = io_uring_queue_init_params(RING_ENTRIES, &uring, &p);
 	}
 	if (rc < 0) {
